@@ -1,0 +1,193 @@
+"""The process edge: argv, stdin, stdout, stderr, signals and exit codes, and nothing else.
+
+Kubelet mode (no command, or ``get-credentials``) reads one CredentialProviderRequest from
+stdin and prints one CredentialProviderResponse. Exit codes:
+
+    0  a response was printed (possibly with empty auth: the kubelet then pulls anonymously)
+    1  the call failed: one line on stderr says why, stdout stays empty
+    2  the command line is wrong
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+from typing import BinaryIO, NoReturn, TextIO
+
+from provider import __version__
+
+PROG = "registry-credential-provider"
+DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+EPILOG = f"""\
+kubelet mode (no command, or get-credentials) reads a CredentialProviderRequest on stdin
+and prints a CredentialProviderResponse on stdout.
+
+config: --config FILE, else ${{REGISTRY_CREDENTIAL_PROVIDER_CONFIG}}, else the embedded default
+(cloud registries to their backends, everything else to the node's docker config files).
+
+exit codes:
+  0  a response was printed (empty auth means: pull anonymously)
+  1  the call failed; one line on stderr says why and stdout is empty
+  2  the command line is wrong
+
+set {DEBUG_ENV}=1 for a traceback on failure.
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` stays the one place that exits."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="One kubelet image credential provider for every registry.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    version = f"{PROG} {__version__} (Python {sys.version.split()[0]})"
+    parser.add_argument("--version", action="version", version=version)
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="our config file (YAML or JSON)")
+    common.add_argument(
+        "--timeout", metavar="DURATION", help="deadline for the whole call, a Go duration (default 30s)"
+    )
+    # Accepted for configs written for the Google and AWS plugins (klog verbosity); no effect.
+    common.add_argument("-v", "--v", dest="verbosity", metavar="N", help=argparse.SUPPRESS)
+    for action in common._actions:
+        if action.dest != "help":
+            parser._add_action(action)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser(
+        "get-credentials",
+        parents=[common],
+        help="kubelet mode (the default): request on stdin, response on stdout",
+        argument_default=argparse.SUPPRESS,
+    )
+    return parser
+
+
+class _Warn:
+    """Writes warnings to stderr; the kubelet ignores stderr when we succeed."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, message: str) -> None:
+        self.stream.write(f"{PROG}: warning: {message}\n")
+        self.stream.flush()
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    from provider.errors import DeadlineExceededError
+
+    raise DeadlineExceededError("the call ran past its deadline (see 'timeout' in the config)")
+
+
+def _kubelet_mode(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
+    from provider import goduration
+    from provider.config import config_path, load_config
+    from provider.deadline import Deadline
+    from provider.errors import ConfigError
+    from provider.kubelet import MAX_REQUEST_BYTES, decode_request, encode_response
+    from provider.plugin import respond
+
+    config = load_config(config_path(args.config, os.environ))
+    timeout = config.timeout_seconds
+    if args.timeout is not None:
+        try:
+            timeout = goduration.parse_seconds(args.timeout)
+        except ValueError:
+            raise ConfigError(f"--timeout: expected a Go duration like '30s', got {args.timeout!r}") from None
+        if not 0 < timeout <= 55:
+            raise ConfigError(f"--timeout: expected more than 0s and at most 55s, got {args.timeout!r}")
+    deadline = Deadline(timeout)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        if stdin.isatty():
+            stderr.write(f"{PROG}: reading a CredentialProviderRequest from stdin (end with Ctrl-D)\n")
+        request = decode_request(stdin.read(MAX_REQUEST_BYTES + 1))
+        outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=_Warn(stderr))
+        data = encode_response(outcome.response)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    stdout.write(data)
+    stdout.flush()
+    return EXIT_OK
+
+
+def _internal_error(exc: BaseException) -> str:
+    """Names the exception and where it happened, but not its message (it might hold a secret)."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    return f"internal error: {type(exc).__name__}{where}; set {DEBUG_ENV}=1 for a traceback and report it"
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the command line ``argv`` and return the exit code."""
+    from provider.errors import ProviderError
+
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout.buffer
+    stderr = stderr if stderr is not None else sys.stderr
+    debug = os.environ.get(DEBUG_ENV) == "1"
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        return _kubelet_mode(args, stdin, stdout, stderr)
+    except _UsageError as exc:
+        stderr.write(f"{PROG}: error: {exc} (see --help)\n")
+        return EXIT_USAGE
+    except ProviderError as exc:
+        if debug:
+            traceback.print_exc(file=stderr)
+        stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        stderr.write(f"{PROG}: interrupted\n")
+        return EXIT_FAILURE
+    except Exception as exc:
+        if debug:
+            traceback.print_exc(file=stderr)
+        stderr.write(f"{PROG}: {_internal_error(exc)}\n")
+        return EXIT_FAILURE
+
+
+def entry_point() -> NoReturn:
+    """The console script: stray prints from libraries go to stderr, stdout carries the response alone."""
+    response_stream = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    try:
+        code = main(stdout=response_stream)
+    except SystemExit as exc:  # --help and --version
+        code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    entry_point()

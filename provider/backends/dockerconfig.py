@@ -1,0 +1,105 @@
+"""The ``dockerconfig`` backend: credentials from files users already have.
+
+For each file in order (a rule's ``files``, else ``default_files``): a ``credHelpers`` entry
+for the host runs that helper; else the most specific ``auths`` entry with a username and
+password answers; else a ``credsStore`` helper is asked. The first file with an answer wins.
+Files are read on every call, so edits apply without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from provider import goduration
+from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
+from provider.backends.base import Answer, Credential, Lookup
+from provider.config import DockerConfigRule
+from provider.credhelper import run_helper
+from provider.errors import DockerConfigFileError
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def default_files(environ: Mapping[str, str]) -> list[str]:
+    """The node's usual credential files, in the order they are searched."""
+    files = []
+    if environ.get("DOCKER_CONFIG"):
+        files.append(os.path.join(environ["DOCKER_CONFIG"], "config.json"))
+    files += ["/var/lib/kubelet/config.json", "/root/.docker/config.json"]
+    if environ.get("REGISTRY_AUTH_FILE"):
+        files.append(environ["REGISTRY_AUTH_FILE"])
+    files.append("/run/containers/0/auth.json")
+    return files
+
+
+def read_auth_file(path: str) -> AuthFile | None:
+    """The parsed file, or None when it does not exist (a missing default file is normal)."""
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DockerConfigFileError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DockerConfigFileError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    if not data.strip():
+        return AuthFile()
+    return parse_auth_file(data, path)
+
+
+class DockerConfigBackend:
+    """Looks the image's host up in docker/containers auth files and their credential helpers."""
+
+    def get_credentials(self, lookup: Lookup) -> Answer:
+        rule = lookup.rule
+        assert isinstance(rule, DockerConfigRule)
+        helper_timeout = goduration.parse_seconds(rule.helper_timeout)
+        files = rule.files if rule.files is not None else default_files(lookup.environ)
+        per_image = False
+        for path in files:
+            auth_file = read_auth_file(path)
+            if auth_file is None:
+                continue
+            per_image = per_image or has_path_keys(auth_file, lookup.host)
+            credential = self._from_file(auth_file, path, lookup, helper_timeout)
+            if credential is not None:
+                return Answer(credential=credential, per_image=per_image or bool(credential.path_scope))
+        return Answer(credential=None, per_image=per_image)
+
+    def _from_file(
+        self, auth_file: AuthFile, path: str, lookup: Lookup, helper_timeout: float
+    ) -> Credential | None:
+        helper = helper_for(auth_file, lookup.host)
+        if helper:
+            return self._from_helper(helper, lookup, helper_timeout)
+        entry = find_entry(auth_file, lookup.host, lookup.path, path)
+        if entry is not None and entry.identity_token_only:
+            lookup.warn(
+                f"{path}: auths[{entry.key!r}] holds only an identitytoken, which the kubelet cannot "
+                "pass to the container runtime; skipped"
+            )
+        elif entry is not None and not entry.empty:
+            return Credential(username=entry.username, password=entry.password, path_scope=entry.path)
+        if auth_file.creds_store:
+            return self._from_helper(auth_file.creds_store, lookup, helper_timeout)
+        return None
+
+    def _from_helper(self, helper: str, lookup: Lookup, helper_timeout: float) -> Credential | None:
+        found = run_helper(
+            helper,
+            server_url(lookup.host),
+            timeout=lookup.deadline.bound(helper_timeout),
+            environ=lookup.environ,
+        )
+        if found is None:
+            return None
+        if found.username == "<token>":
+            lookup.warn(
+                f"docker-credential-{helper} returned an identity token for {lookup.host}, which the "
+                "kubelet cannot pass to the container runtime; skipped"
+            )
+            return None
+        return Credential(username=found.username, password=found.secret)

@@ -1,0 +1,236 @@
+"""Our own configuration: an ordered list of rules, each naming a backend for matching images.
+
+The file is YAML or JSON (JSON is parsed without importing a YAML library, so installers
+write JSON for speed). It is decoded strictly: an unknown field, a wrong type or a malformed
+duration is an error naming the field path and what was expected. Example::
+
+    apiVersion: registry-credential-provider/v1alpha1
+    kind: ProviderConfig
+    timeout: 30s
+    rules:
+      - match: ["registry.example.com:5000"]
+        backend: dockerconfig
+        files: [/etc/registry-credential-provider/auth.json]
+      - match: ["docker.io", "quay.io"]
+        backend: anonymous
+        cacheDuration: 1h
+      - backend: dockerconfig        # no "match": every other image
+
+``match`` entries are globs with exactly the kubelet's ``matchImages`` semantics; the first
+rule with a matching entry answers. A rule without ``match`` answers every image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from provider import goduration
+from provider.errors import ConfigError
+from provider.matching import BadURLError, parse_schemeless
+
+__all__ = [
+    "API_VERSION",
+    "CONFIG_ENV",
+    "KIND",
+    "AnonymousRule",
+    "CloudRule",
+    "DockerConfigRule",
+    "ProviderConfig",
+    "Rule",
+    "load_config",
+]
+
+API_VERSION = "registry-credential-provider/v1alpha1"
+KIND = "ProviderConfig"
+CONFIG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_CONFIG"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# The kubelet kills the plugin at 60 s; leave it time to read our error.
+MAX_TIMEOUT_SECONDS = 55
+
+
+class RuleBase(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", tag_field="backend", frozen=True
+):
+    """Fields every rule has.
+
+    ``match``: kubelet globs this rule answers (absent: every image). ``cacheDuration``: how long
+    the kubelet may keep our answer, overriding what the backend would suggest (it is still
+    capped by the credential's own expiry).
+    """
+
+    match: list[str] | None = None
+    cache_duration: str | None = None
+
+
+class DockerConfigRule(RuleBase, tag="dockerconfig", frozen=True):
+    """Credentials from docker ``config.json`` / containers ``auth.json`` files and their helpers.
+
+    ``files``: the files to search, in order (absent: the node's usual files, see
+    ``provider.backends.dockerconfig.default_files``). ``helperTimeout``: the longest a
+    ``docker-credential-*`` helper may run.
+    """
+
+    files: list[str] | None = None
+    helper_timeout: str = "10s"
+
+
+class AnonymousRule(RuleBase, tag="anonymous", frozen=True):
+    """Public images: answer with no credentials, so the kubelet pulls anonymously."""
+
+
+class CloudRule(RuleBase, frozen=True):
+    """A cloud registry backend (its options arrive with the backend itself)."""
+
+
+class EcrRule(CloudRule, tag="ecr", frozen=True):
+    """AWS Elastic Container Registry, through the node's or the pod's IAM identity."""
+
+
+class GarRule(CloudRule, tag="gar", frozen=True):
+    """Google Artifact Registry and Container Registry, through Google identities."""
+
+
+class AcrRule(CloudRule, tag="acr", frozen=True):
+    """Azure Container Registry, through Entra identities."""
+
+
+Rule = DockerConfigRule | AnonymousRule | EcrRule | GarRule | AcrRule
+
+
+class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
+    """The whole file. ``timeout``: one deadline for a call. ``defaultCacheDuration``: what we tell
+    the kubelet when neither the rule nor the backend knows better."""
+
+    api_version: str
+    kind: str
+    rules: list[Rule]
+    timeout: str = "30s"
+    default_cache_duration: str = "5m"
+
+    @property
+    def timeout_seconds(self) -> float:
+        return goduration.parse_seconds(self.timeout)
+
+    @property
+    def default_cache_seconds(self) -> float:
+        return goduration.parse_seconds(self.default_cache_duration)
+
+
+def _duration_error(path: str, value: str) -> ConfigError:
+    return ConfigError(f"{path}: expected a Go duration such as '30s', '5m' or '12h', got {value!r}")
+
+
+def _check_duration(path: str, value: str, *, maximum: float | None = None, positive: bool = False) -> None:
+    try:
+        seconds = goduration.parse_seconds(value)
+    except ValueError:
+        raise _duration_error(path, value) from None
+    if seconds < 0 or (positive and seconds == 0):
+        kind = "positive" if positive else "non-negative"
+        raise ConfigError(f"{path}: expected a {kind} duration, got {value!r}")
+    if maximum is not None and seconds > maximum:
+        raise ConfigError(f"{path}: at most {maximum:g}s (the kubelet kills plugins at 60s), got {value!r}")
+
+
+def _check_glob(path: str, glob: str) -> None:
+    if not glob:
+        raise ConfigError(f"{path}: expected a kubelet image glob such as '*.example.com', got ''")
+    if "://" in glob:
+        raise ConfigError(f"{path}: {glob!r} has a scheme; write it without 'https://', as in matchImages")
+    try:
+        parse_schemeless(glob)
+    except BadURLError as exc:
+        raise ConfigError(f"{path}: {glob!r} is not an image glob the kubelet can parse ({exc})") from None
+
+
+def validate(config: ProviderConfig) -> ProviderConfig:
+    """Check what the types alone cannot; raises ``ConfigError`` naming the field."""
+    if config.api_version != API_VERSION:
+        raise ConfigError(f"$.apiVersion: expected {API_VERSION!r}, got {config.api_version!r}")
+    if config.kind != KIND:
+        raise ConfigError(f"$.kind: expected {KIND!r}, got {config.kind!r}")
+    _check_duration("$.timeout", config.timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True)
+    _check_duration("$.defaultCacheDuration", config.default_cache_duration)
+    catch_all: int | None = None
+    for index, rule in enumerate(config.rules):
+        path = f"$.rules[{index}]"
+        if catch_all is not None:
+            raise ConfigError(
+                f"{path}: unreachable, rules[{catch_all}] has no 'match' and already answers every image"
+            )
+        if rule.match is None:
+            catch_all = index
+        elif not rule.match:
+            raise ConfigError(f"{path}.match: expected at least one image glob (omit 'match' to match all)")
+        for position, glob in enumerate(rule.match or ()):
+            _check_glob(f"{path}.match[{position}]", glob)
+        if rule.cache_duration is not None:
+            _check_duration(f"{path}.cacheDuration", rule.cache_duration)
+        if isinstance(rule, DockerConfigRule):
+            _check_duration(
+                f"{path}.helperTimeout", rule.helper_timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True
+            )
+            for position, file in enumerate(rule.files or ()):
+                if not os.path.isabs(file):
+                    raise ConfigError(f"{path}.files[{position}]: expected an absolute path, got {file!r}")
+    return config
+
+
+def decode_config(data: bytes, source: str) -> ProviderConfig:
+    """Decode a config document (JSON when it starts with ``{``, else YAML) and validate it."""
+    try:
+        if data.lstrip()[:1] == b"{":
+            config = msgspec.json.decode(data, type=ProviderConfig)
+        else:
+            from msgspec import yaml  # PyYAML is imported only for YAML files
+
+            config = yaml.decode(data, type=ProviderConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_path_first(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {_one_line(str(exc))}") from None
+    try:
+        return validate(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _path_first(message: str) -> str:
+    """msgspec says 'Expected `int`, got `str` - at `$.rules[0]`'; operators read the path first."""
+    what, sep, where = message.rpartition(" - at ")
+    if not sep:
+        return _one_line(message)
+    return f"{where.strip('`')}: {_one_line(what)}"
+
+
+def load_config(path: str | None) -> ProviderConfig:
+    """The config at ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        from provider.defaults import DEFAULT_CONFIG
+
+        return DEFAULT_CONFIG
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    return decode_config(data, path)
+
+
+def config_path(cli_value: str | None, environ: dict[str, str] | Any) -> str | None:
+    """Where the config comes from: ``--config``, else the environment, else None (embedded default)."""
+    if cli_value:
+        return cli_value
+    return environ.get(CONFIG_ENV) or None
