@@ -10,16 +10,17 @@ stdin and prints one CredentialProviderResponse. Exit codes:
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Sequence
-from types import FrameType
-from typing import BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from provider import __version__
+
+if TYPE_CHECKING:
+    import argparse
+    from types import FrameType
 
 PROG = "registry-credential-provider"
 DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
@@ -45,14 +46,49 @@ class _UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so ``main`` stays the one place that exits."""
+class KubeletArgs:
+    """Kubelet mode's options (the same names argparse produces)."""
 
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
+    def __init__(self, config: str | None = None, timeout: str | None = None) -> None:
+        self.config = config
+        self.timeout = timeout
+
+
+def fast_kubelet_args(argv: Sequence[str]) -> KubeletArgs | None:
+    """Kubelet mode's few options, read without argparse (its import costs every pull ~10 ms).
+
+    Returns None for anything else (help, version, other commands, mistakes), which then goes
+    through the full parser and its messages.
+    """
+    args = KubeletArgs()
+    words = list(argv)
+    if words[:1] == ["get-credentials"]:
+        words = words[1:]
+    while words:
+        word = words.pop(0)
+        name, equals, value = word.partition("=")
+        if name not in ("--config", "--timeout", "-v", "--v"):
+            return None
+        if not equals:
+            if not words:
+                return None
+            value = words.pop(0)
+        if name == "--config":
+            args.config = value
+        elif name == "--timeout":
+            args.timeout = value
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """argparse that raises instead of exiting, so ``main`` stays the one place that exits."""
+
+        def error(self, message: str) -> NoReturn:
+            raise _UsageError(message)
+
     parser = _Parser(
         prog=PROG,
         description="One kubelet image credential provider for every registry.",
@@ -98,7 +134,9 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise DeadlineExceededError("the call ran past its deadline (see 'timeout' in the config)")
 
 
-def _kubelet_mode(args: argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO) -> int:
+def _kubelet_mode(
+    args: KubeletArgs | argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO
+) -> int:
     from provider import goduration
     from provider.config import config_path, load_config
     from provider.deadline import Deadline
@@ -158,13 +196,16 @@ def main(
     stderr = stderr if stderr is not None else sys.stderr
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        words = list(sys.argv[1:] if argv is None else argv)
+        args = fast_kubelet_args(words) or build_parser().parse_args(words)
         return _kubelet_mode(args, stdin, stdout, stderr)
     except _UsageError as exc:
         stderr.write(f"{PROG}: error: {exc} (see --help)\n")
         return EXIT_USAGE
     except ProviderError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc(file=stderr)
         stderr.write(f"{PROG}: error: {exc}\n")
         return EXIT_FAILURE
@@ -173,6 +214,8 @@ def main(
         return EXIT_FAILURE
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc(file=stderr)
         stderr.write(f"{PROG}: {_internal_error(exc)}\n")
         return EXIT_FAILURE

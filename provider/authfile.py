@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -82,16 +81,18 @@ def split_key(key: str) -> tuple[str, str]:
     return normalize_host(host), path
 
 
-@dataclass(frozen=True)
-class FoundEntry:
+class FoundEntry(msgspec.Struct, frozen=True, kw_only=True):
     """The ``auths`` entry that applies to an image, with its key's path (``""``: whole host)."""
 
     key: str
     path: str
     username: str
-    password: str = field(repr=False)
+    password: str
     identity_token_only: bool
     empty: bool
+
+    def __repr__(self) -> str:
+        return f"FoundEntry(key={self.key!r}, username={self.username!r}, password=<redacted>)"
 
 
 def _decode_entry(key: str, entry: AuthEntry, source: str) -> tuple[str, str]:

@@ -23,7 +23,6 @@ rule with a matching entry answers. A rule without ``match`` answers every image
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -218,7 +217,7 @@ def load_config(path: str | None) -> ProviderConfig:
 
         return DEFAULT_CONFIG
     try:
-        with Path(path).open("rb") as file:
+        with open(path, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from provider.errors import CredentialHelperError
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["HelperCredential", "run_helper"]
 
@@ -35,12 +36,14 @@ class _HelperReply(msgspec.Struct, rename="pascal"):
 _reply_decoder = msgspec.json.Decoder(_HelperReply)
 
 
-@dataclass(frozen=True)
-class HelperCredential:
+class HelperCredential(msgspec.Struct, frozen=True):
     """What a helper returned for one server."""
 
     username: str
-    secret: str = field(repr=False)
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"HelperCredential(username={self.username!r}, secret=<redacted>)"
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -59,6 +62,9 @@ def run_helper(
     helper: str, server: str, *, timeout: float, environ: Mapping[str, str]
 ) -> HelperCredential | None:
     """Ask ``docker-credential-<helper>`` for ``server``; None when it has no credentials for it."""
+    import shutil
+    import subprocess
+
     program = f"docker-credential-{helper}"
     executable = shutil.which(program, path=environ.get("PATH", os.defpath))
     if executable is None:

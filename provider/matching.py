@@ -12,8 +12,7 @@ so the plugin can never disagree with the kubelet about what a key covers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import unquote
+from typing import NamedTuple
 
 __all__ = ["SchemelessURL", "go_path_match", "parse_schemeless", "split_host_port", "urls_match"]
 
@@ -31,12 +30,23 @@ class BadPatternError(ValueError):
     """Go's filepath.Match would return ErrBadPattern (the kubelet then treats it as no match)."""
 
 
-@dataclass(frozen=True)
-class SchemelessURL:
+class SchemelessURL(NamedTuple):
     """``host`` is url.URL.Host (with any port), ``path`` is the unescaped url.URL.Path."""
 
     host: str
     path: str
+
+
+def _unescape(text: str) -> str:
+    """Decode ``%XX`` escapes (already checked by ``_check_escapes``) as Go's url.unescape does."""
+    if "%" not in text:
+        return text
+    parts = text.split("%")
+    decoded = bytearray(parts[0].encode("utf-8", "surrogateescape"))
+    for part in parts[1:]:
+        decoded.append(int(part[:2], 16))
+        decoded += part[2:].encode("utf-8", "surrogateescape")
+    return decoded.decode("utf-8", "surrogateescape")
 
 
 def _valid_optional_port(port: str) -> bool:
@@ -72,7 +82,7 @@ def _parse_host(host: str) -> str:
         if colon != -1 and not _valid_optional_port(host[colon:]):
             raise BadURLError(f"invalid port {host[colon:]!r} after host")
     _check_escapes(host, host=True)
-    return unquote(host, errors="surrogateescape")
+    return _unescape(host)
 
 
 def parse_schemeless(text: str) -> SchemelessURL:
@@ -91,7 +101,7 @@ def parse_schemeless(text: str) -> SchemelessURL:
     if at and any(not (c.isascii() and c.isalnum()) and c not in "-._:~!$&'()*+,;=%@" for c in userinfo):
         raise BadURLError("invalid userinfo")
     _check_escapes(path, host=False)
-    return SchemelessURL(host=_parse_host(host), path=unquote(path, errors="surrogateescape"))
+    return SchemelessURL(host=_parse_host(host), path=_unescape(path))
 
 
 def split_host_port(hostport: str) -> tuple[str, str] | None:

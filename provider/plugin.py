@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from provider import goduration
 from provider.backends import Answer, Lookup, load_backend
@@ -33,8 +34,7 @@ from provider.matching import BadURLError, SchemelessURL, parse_schemeless, urls
 __all__ = ["Outcome", "RuleMatch", "find_rule", "respond"]
 
 
-@dataclass(frozen=True)
-class RuleMatch:
+class RuleMatch(msgspec.Struct, frozen=True, kw_only=True):
     """The rule that answers an image, its position in the config, and the glob that matched
     (None for a rule without ``match``)."""
 
@@ -48,8 +48,7 @@ class RuleMatch:
         return name
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """A response and how it was reached (for the operator's tools)."""
 
     response: CredentialProviderResponse

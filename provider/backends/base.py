@@ -8,16 +8,16 @@ short-lived process and every import is paid on every pull.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
+
+import msgspec
 
 from provider.config import Rule
 from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(msgspec.Struct, frozen=True, kw_only=True):
     """A username and password for one registry.
 
     ``expires_at``: Unix time after which it is useless (None: unknown or static).
@@ -26,13 +26,18 @@ class Credential:
     """
 
     username: str
-    password: str = field(repr=False)
+    password: str
     expires_at: float | None = None
     path_scope: str = ""
 
+    def __repr__(self) -> str:
+        return (
+            f"Credential(username={self.username!r}, password=<redacted>, "
+            f"expires_at={self.expires_at!r}, path_scope={self.path_scope!r})"
+        )
 
-@dataclass(frozen=True)
-class Answer:
+
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
     """A backend's result: a credential or None (pull anonymously).
 
     ``cache_seconds``: how long the backend suggests the kubelet keep this answer (None: the
@@ -45,8 +50,7 @@ class Answer:
     per_image: bool = False
 
 
-@dataclass(frozen=True)
-class Lookup:
+class Lookup(msgspec.Struct, frozen=True, kw_only=True):
     """One question to a backend: credentials for ``image`` (``host`` and ``path`` as the kubelet
     parses them) under ``rule``, before ``deadline``."""
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
 from provider.backends.base import Answer, Credential, Lookup
 from provider.config import DockerConfigRule
-from provider.credhelper import run_helper
 from provider.errors import DockerConfigFileError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -37,7 +35,7 @@ def default_files(environ: Mapping[str, str]) -> list[str]:
 def read_auth_file(path: str) -> AuthFile | None:
     """The parsed file, or None when it does not exist (a missing default file is normal)."""
     try:
-        with Path(path).open("rb") as file:
+        with open(path, "rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return None
@@ -88,6 +86,8 @@ class DockerConfigBackend:
         return None
 
     def _from_helper(self, helper: str, lookup: Lookup, helper_timeout: float) -> Credential | None:
+        from provider.credhelper import run_helper  # subprocess is only paid when a helper runs
+
         found = run_helper(
             helper,
             server_url(lookup.host),

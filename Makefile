@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine:
+#   make run    build the zipapp and feed a sample request through it (embedded default config)
+#   make test   lint, type-check and run every test (the servers they need start themselves)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ZIPAPP := dist/registry-credential-provider
+# Where the zipapp unpacks itself on first run: absolute, because the kubelet often runs
+# plugins with no HOME.
+RUNTIME_PEX_ROOT := /var/lib/registry-credential-provider/pex
+PLATFORMS := $(sort $(wildcard packaging/platforms/*.json))
+SOURCES := $(shell find provider -name '*.py' -o -name py.typed | LC_ALL=C sort)
+SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck pytest zipapp lock clean
+
+run: $(ZIPAPP)
+	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
+	@echo '$(SAMPLE_REQUEST)' | ./$(ZIPAPP)
+
+test: lint typecheck pytest
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check provider tests packaging
+	$(BIN)/ruff format --check provider tests packaging
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed $(ZIPAPP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+zipapp: $(ZIPAPP)
+
+$(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py
+	$(BIN)/python packaging/build_zipapp.py --output $@ --runtime-pex-root $(RUNTIME_PEX_ROOT)
+
+# Re-pin what goes into the zipapp (only when deliberately upgrading).
+lock: $(VENV)/.installed
+	$(BIN)/pex3 lock create -r packaging/requirements.in --style universal --target-system linux \
+	  --interpreter-constraint "CPython>=3.10,<3.14" --indent 2 -o packaging/pex.lock
+
+clean:
+	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache
