@@ -59,7 +59,7 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     output = args.output.resolve()
     subprocess.run(pex_command(output, args.runtime_pex_root), check=True, cwd=ROOT)
-    print(f"built {args.output.relative_to(ROOT) if args.output.is_absolute() else args.output}")
+    print(f"built {args.output}")
     return 0
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PROG = "registry-credential-provider"
 DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+ALARM_GRACE_SECONDS = 0.5
 
 EPILOG = f"""\
 kubelet mode (no command, or get-credentials) reads a CredentialProviderRequest on stdin
@@ -155,12 +156,19 @@ def _kubelet_mode(
             raise ConfigError(f"--timeout: expected more than 0s and at most 55s, got {args.timeout!r}")
     deadline = Deadline(timeout)
     previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    # A backstop for anything not bounded by the deadline itself; the grace lets bounded
+    # operations (a helper's timeout) report their own, more precise error first.
+    signal.setitimer(signal.ITIMER_REAL, timeout + ALARM_GRACE_SECONDS)
     try:
         if stdin.isatty():
             stderr.write(f"{PROG}: reading a CredentialProviderRequest from stdin (end with Ctrl-D)\n")
         request = decode_request(stdin.read(MAX_REQUEST_BYTES + 1))
-        outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=_Warn(stderr))
+        # Whatever a library might print goes to stderr: stdout carries the response alone.
+        real_stdout, sys.stdout = sys.stdout, stderr
+        try:
+            outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=_Warn(stderr))
+        finally:
+            sys.stdout = real_stdout
         data = encode_response(outcome.response)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -222,14 +230,8 @@ def main(
 
 
 def entry_point() -> NoReturn:
-    """The console script: stray prints from libraries go to stderr, stdout carries the response alone."""
-    response_stream = sys.stdout.buffer
-    sys.stdout = sys.stderr
-    try:
-        code = main(stdout=response_stream)
-    except SystemExit as exc:  # --help and --version
-        code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
-    sys.exit(code)
+    """The console script."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -135,7 +135,9 @@ def find_entry(auth_file: AuthFile, host: str, path: str, source: str) -> FoundE
         path=key_path,
         username=username,
         password=password,
-        identity_token_only=bool(entry.identitytoken) and not (username or password),
+        # docker login keeps the username and blanks the password when the registry hands out an
+        # identity token: {"auth": base64("user:"), "identitytoken": ...}.
+        identity_token_only=bool(entry.identitytoken) and not password,
         empty=not (username or password or entry.identitytoken),
     )
 

@@ -202,12 +202,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+BACKEND_NAMES = ("dockerconfig", "anonymous", "ecr", "gar", "acr")
+
+
 def _path_first(message: str) -> str:
     """msgspec says 'Expected `int`, got `str` - at `$.rules[0]`'; operators read the path first."""
     what, sep, where = message.rpartition(" - at ")
     if not sep:
-        return _one_line(message)
-    return f"{where.strip('`')}: {_one_line(what)}"
+        what, where = message, "$"
+    where = where.strip("`")
+    hint = ""
+    if where.endswith(".backend") and what.startswith("Invalid value"):
+        hint = f" (expected one of: {', '.join(BACKEND_NAMES)})"
+    return f"{where}: {_one_line(what)}{hint}"
 
 
 def load_config(path: str | None) -> ProviderConfig:

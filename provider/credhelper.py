@@ -86,7 +86,7 @@ def run_helper(
     try:
         stdout, stderr = process.communicate(server.encode() + b"\n", timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise CredentialHelperError(f"{program} did not answer for {server} within {timeout:g}s") from None
+        raise CredentialHelperError(f"{program} did not answer for {server} within {timeout:.1f}s") from None
     finally:
         # Also reaps anything the helper left behind in its group, on every path out.
         _kill_group(process)

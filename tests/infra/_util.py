@@ -50,12 +50,14 @@ def require_binary(name: str) -> str:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every non-empty secret in ``text`` (longest first) with ``***``."""
+    __tracebackhide__ = True  # never show the secrets in its arguments
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
 
 
 def redact_args(args: Sequence[str], secrets: Iterable[str]) -> list[str]:
+    __tracebackhide__ = True  # never show the secrets in its arguments
     secret_list = list(secrets)
     return [redact(a, secret_list) for a in args]
 
@@ -90,7 +92,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_server(args: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_server(
+    args: Sequence[str], log_file: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a long-running server with stdout+stderr appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
@@ -155,7 +159,8 @@ def run_checked(
     input_text: str | None = None,
     what: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short command; on failure raise :class:`InfraError` with secrets redacted from argv and output."""
+    """Run a short command; on failure raise :class:`InfraError` (secrets redacted from argv and output)."""
+    __tracebackhide__ = True  # never show the secrets in its arguments
     secret_list = list(secrets)
     try:
         result = subprocess.run(
@@ -167,7 +172,7 @@ def run_checked(
             timeout=timeout,
             check=False,
         )
-    except subprocess.TimeoutExpired as exc:
+    except subprocess.TimeoutExpired:
         shown = " ".join(redact_args(args, secret_list))
         raise InfraError(f"{what or 'command'} timed out after {timeout:.0f}s: {shown}") from None
     except FileNotFoundError:

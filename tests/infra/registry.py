@@ -32,6 +32,7 @@ BCRYPT_MAX_PASSWORD_BYTES = 72
 
 def bcrypt_htpasswd_line(username: str, password: str) -> str:
     """One ``user:$2y$...`` line made by ``htpasswd -nBi`` (password fed on stdin, never on argv)."""
+    __tracebackhide__ = True  # never show the secrets in its arguments
     if not username or ":" in username or "\n" in username:
         raise ValueError("htpasswd user names must be non-empty and contain no ':' or newline")
     if "\n" in password:
@@ -78,6 +79,7 @@ class Registry:
         any "wrong" password sharing its first 72 bytes. That is refused unless
         ``allow_long_password`` is set (then do not test near-miss passwords with it).
         """
+        __tracebackhide__ = True  # never show the secrets in its arguments
         if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES and not allow_long_password:
             raise ValueError(
                 f"password longer than {BCRYPT_MAX_PASSWORD_BYTES} bytes: bcrypt would ignore the rest; "
@@ -95,11 +97,11 @@ class Registry:
         self._last_mtime_ns = write_htpasswd(self.htpasswd_file, self._users, self._last_mtime_ns)
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        return ctx
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     def v2_status(self, username: str | None = None, password: str | None = None) -> int:
         """HTTP status of ``GET /v2/`` (200 with valid credentials, 401 otherwise)."""
+        __tracebackhide__ = True  # never show the secrets in its arguments
         request = urllib.request.Request(self.url + "/v2/")
         if username is not None:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
@@ -133,6 +135,7 @@ def write_htpasswd(path: Path, users: Mapping[str, str], last_mtime_ns: int = 0)
     distribution re-reads the file when its mtime changes, so the mtime is forced forward
     even when two writes fall in one clock tick.
     """
+    __tracebackhide__ = True  # never show the secrets in its arguments
     lines = [bcrypt_htpasswd_line(u, p) for u, p in sorted(users.items())]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in lines))
@@ -182,6 +185,7 @@ def start_registry(
 
     Storage, config, htpasswd and ``registry.log`` live in ``workdir``.
     """
+    __tracebackhide__ = True  # never show the secrets in its arguments
     binary = require_binary("docker-registry")
     require_binary("htpasswd")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +195,9 @@ def start_registry(
     log_file = workdir / "registry.log"
     for user, password in (users or {}).items():
         if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
-            raise ValueError(f"password of {user!r} is longer than 72 bytes; use add_user(allow_long_password=True)")
+            raise ValueError(
+                f"password of {user!r} is longer than 72 bytes; use add_user(allow_long_password=True)"
+            )
     # Written before the start: without the file the registry would create one with a random user.
     mtime_ns = write_htpasswd(htpasswd, users or {})
     scheme = "https" if tls else "http"

@@ -1,0 +1,158 @@
+"""The kubelet's matching rules (KUBELET.md "Matching"), case by case.
+
+Each row is (glob, image, expected) with the reason as its id; the expected values follow
+``URLsMatchStr`` in the kubelet's keyring.go, Go's url.Parse, net.SplitHostPort and
+filepath.Match.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from provider.matching import go_path_match, parse_schemeless, split_host_port, urls_match
+
+CASES = [
+    # host labels and `*`
+    ("registry.example.com", "registry.example.com/app", True, "exact host"),
+    ("*.example.com", "registry.example.com/app", True, "star is one label"),
+    ("*.example.com", "a.registry.example.com/app", False, "star never spans two labels"),
+    ("*.io", "a.b.io/x", False, "label counts differ"),
+    ("*.*.io", "a.b.io/x", True, "two stars, two labels"),
+    ("*", "localhost/x", True, "bare star matches a single-label host"),
+    ("*", "registry.example.com/x", False, "bare star does not match a dotted host"),
+    ("reg*.example.com", "registry.example.com/x", True, "star inside a label"),
+    ("*istry.example.com", "registry.example.com/x", True, "leading star inside a label"),
+    ("r*y.example.com", "registry.example.com/x", True, "star between characters"),
+    ("r*z.example.com", "registry.example.com/x", False, "star but wrong tail"),
+    ("*.dkr.ecr.*.amazonaws.com", "123456789012.dkr.ecr.us-east-1.amazonaws.com/app", True, "ecr glob"),
+    (
+        "*.dkr.ecr.*.amazonaws.com",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com.cn/app",
+        False,
+        "cn has one more label",
+    ),
+    # look-alikes
+    ("registry.example.com", "registry.example.com.evil.io/x", False, "suffix look-alike"),
+    ("registry.example.com", "evil-registry.example.com/x", False, "prefix look-alike"),
+    ("*.example.com", "registry.example.com.evil.io/x", False, "glob suffix look-alike"),
+    ("registry.example.com", "registryXexample.com/x", False, "dot is literal"),
+    # case
+    ("Registry.Example.com", "registry.example.com/x", False, "case-sensitive host"),
+    ("registry.example.com/Team", "registry.example.com/team/x", False, "case-sensitive path"),
+    # ports
+    ("registry.example.com:5000", "registry.example.com:5000/x", True, "same port"),
+    ("registry.example.com", "registry.example.com:5000/x", False, "glob without port, image with port"),
+    ("registry.example.com:5000", "registry.example.com/x", False, "glob with port, image without"),
+    ("registry.example.com:443", "registry.example.com/x", False, "no port is not :443"),
+    ("registry.example.com:5000", "registry.example.com:50000/x", False, "port strings differ"),
+    ("*.example.com:5000", "registry.example.com:5000/x", True, "glob host with port"),
+    ("registry.example.com:*", "registry.example.com:5000/x", False, "no globs in ports (url.Parse rejects)"),
+    # paths: raw string prefix, no globs
+    ("registry.example.com/team", "registry.example.com/team/app", True, "path prefix"),
+    (
+        "registry.example.com/team",
+        "registry.example.com/teamx/app",
+        True,
+        "path prefix is raw, not per segment",
+    ),
+    ("registry.example.com/team/", "registry.example.com/team/app", True, "trailing slash prefix"),
+    (
+        "registry.example.com/team/",
+        "registry.example.com/team",
+        False,
+        "trailing slash longer than image path",
+    ),
+    ("registry.example.com/team/*", "registry.example.com/team/app", False, "no globs in paths"),
+    ("registry.example.com/other", "registry.example.com/team/app", False, "different path"),
+    ("registry.example.com", "registry.example.com", True, "image without a path"),
+    ("registry.example.com/team", "registry.example.com", False, "glob path, image without path"),
+    # IPs and single-label hosts
+    ("127.0.0.1:5000", "127.0.0.1:5000/team/app", True, "ipv4 with port"),
+    ("127.0.0.*:5000", "127.0.0.1:5000/team/app", True, "ipv4 label glob"),
+    ("127.0.0.1", "127.0.0.1:5000/team/app", False, "ipv4 without port"),
+    ("[::1]:5000", "[::1]:5000/team/app", True, "ipv6 literal with port"),
+    ("[::1]:5000", "[::2]:5000/team/app", False, "other ipv6 literal"),
+    ("[::1]", "[::1]/team/app", False, "ipv6 without port is read as a character class"),
+    ("localhost:5000", "localhost:5000/x", True, "single label with port"),
+    ("localhost", "localhost:5000/x", False, "single label, port differs"),
+    # things the kubelet accepts in matchImages that never match as intended
+    ("https://registry.example.com", "registry.example.com/x", False, "scheme in glob"),
+    ("registry.example.com?x", "registry.example.com/x", True, "query is dropped by url.Parse"),
+    ("registry.example.com#x", "registry.example.com/x", True, "fragment is dropped by url.Parse"),
+    ("reg istry.example.com", "reg istry.example.com/x", False, "space is not a host character"),
+    ("registry.example.com:abc", "registry.example.com:abc/x", False, "invalid port fails to parse"),
+    ("user@registry.example.com", "registry.example.com/x", True, "userinfo is not part of the host"),
+    ("docker.io", "docker.io/library/nginx", True, "docker hub"),
+    ("index.docker.io", "docker.io/library/nginx", False, "index.docker.io is another host"),
+]
+
+
+@pytest.mark.parametrize(("glob", "image", "expected"), [c[:3] for c in CASES], ids=[c[3] for c in CASES])
+def test_urls_match(glob: str, image: str, expected: bool) -> None:
+    assert urls_match(glob, image) is expected
+
+
+GO_PATH_MATCH = [
+    ("abc", "abc", True),
+    ("*", "abc", True),
+    ("*c", "abc", True),
+    ("a*", "a", True),
+    ("a*", "abc", True),
+    ("a*", "ab/c", False),
+    ("a*/b", "abc/b", True),
+    ("a*b*c*d*e*/f", "axbxcxdxe/f", True),
+    ("a*b*c*d*e*/f", "axbxcxdxexxx/f", True),
+    ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", False),
+    ("a*b?c*x", "abxbbxdbxebxczzx", True),
+    ("a*b?c*x", "abxbbxdbxebxczzy", False),
+    ("ab[c]", "abc", True),
+    ("ab[b-d]", "abc", True),
+    ("ab[e-g]", "abc", False),
+    ("ab[^c]", "abc", False),
+    ("ab[^b-d]", "abe", True),
+    ("a\\*b", "a*b", True),
+    ("a\\*b", "ab", False),
+    ("a?b", "a/b", False),
+    ("a*b", "a/b", False),
+    ("[::1]", "[::1]", False),
+    ("[::1]", ":", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"), GO_PATH_MATCH, ids=[f"{p} {n}" for p, n, _ in GO_PATH_MATCH]
+)
+def test_go_path_match_agrees_with_go(pattern: str, name: str, expected: bool) -> None:
+    # Rows taken from Go's path/filepath match_test.go.
+    assert go_path_match(pattern, name) is expected
+
+
+@pytest.mark.parametrize("pattern", ["[", "[^", "[^bc", "a[", "a\\", "[x-]", "[-x]", "[]a]"])
+def test_bad_patterns_never_match(pattern: str) -> None:
+    assert not urls_match(pattern + ".example.com", "a.example.com/x")
+
+
+SPLIT = [
+    ("host:5000", ("host", "5000")),
+    ("host:", ("host", "")),
+    ("[::1]:5000", ("::1", "5000")),
+    ("host", None),
+    ("[::1]", None),
+    ("a:b:5000", None),
+    ("[::1]x:5000", None),
+    ("[::1]]:5000", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("hostport", "expected"), SPLIT, ids=[h or "empty" for h, _ in SPLIT])
+def test_split_host_port_agrees_with_net_split_host_port(
+    hostport: str, expected: tuple[str, str] | None
+) -> None:
+    assert split_host_port(hostport) == expected
+
+
+def test_parse_schemeless_unescapes_path_and_keeps_port() -> None:
+    url = parse_schemeless("registry.example.com:5000/te%61m/app")
+    assert url.host == "registry.example.com:5000"
+    assert url.path == "/team/app"
