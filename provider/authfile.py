@@ -57,6 +57,10 @@ def parse_auth_file(data: bytes, source: str) -> AuthFile:
         raise DockerConfigFileError(f"{source}: unexpected content: {exc}") from None
     except msgspec.DecodeError as exc:
         raise DockerConfigFileError(f"{source}: not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for invalid UTF-8 inside a JSON string
+        raise DockerConfigFileError(
+            f"{source}: not valid JSON: a string is not UTF-8 ({exc.reason})"
+        ) from None
 
 
 def normalize_host(host: str) -> str:

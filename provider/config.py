@@ -192,6 +192,8 @@ def decode_config(data: bytes, source: str) -> ProviderConfig:
         raise ConfigError(f"{source}: {_path_first(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {_one_line(str(exc))}") from None
+    except UnicodeDecodeError:  # msgspec's (and PyYAML's) error for invalid UTF-8
+        raise ConfigError(f"{source}: not valid YAML or JSON: the file is not UTF-8") from None
     try:
         return validate(config)
     except ConfigError as exc:

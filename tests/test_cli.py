@@ -72,6 +72,7 @@ BAD_REQUESTS = [
     (b"[1,2]", "invalid CredentialProviderRequest"),
     (request() + request(), "stdin is not a JSON CredentialProviderRequest"),
     (b"\xef\xbb\xbf" + request(), "stdin is not a JSON CredentialProviderRequest"),
+    (request(image="r.io/\udcff").replace(b"\\udcff", b"\xff"), "a string is not UTF-8"),
     (request(serviceAccountToken=SECRET, serviceAccountAnnotations={"a": 1}), "Expected `str`, got `int`"),
 ]
 

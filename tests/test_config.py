@@ -93,6 +93,8 @@ def test_config_errors_name_the_field_and_what_was_expected(body: str, message: 
         (b"a: [\n", "cfg.yaml: not valid YAML or JSON"),
         (b'{"rules": [', "cfg.yaml: not valid YAML or JSON"),
         (b"- just\n- a list\n", "cfg.yaml: $: Expected `object`, got `array`"),
+        (b'{"apiVersion": "\xff"}', "cfg.yaml: not valid YAML or JSON: the file is not UTF-8"),
+        (b"apiVersion: \xff\n", "cfg.yaml: not valid YAML or JSON"),
     ],
 )
 def test_document_level_errors(document: bytes, message: str) -> None:
