@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.infra.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 ZIPAPP = ROOT / "dist" / "registry-credential-provider"
 

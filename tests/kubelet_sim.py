@@ -1218,18 +1218,21 @@ class _StrictYAMLLoader(yaml.SafeLoader):
     duplicates: list[str]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)
+        own = {id(k) for k, _ in node.value}
+        self.flatten_mapping(node)  # "<<" merges come first and may be overridden
         seen: set[str] = set()
-        pairs = _Obj()
+        values: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = _yaml_key(self.construct_object(key_node, deep=True))
-            if key in seen:
-                self.duplicates.append(
-                    f"line {key_node.start_mark.line + 1}: key {go_quote(key)} already set in map"
-                )
-            seen.add(key)
-            pairs.append((key, self.construct_object(value_node, deep=True)))
-        return pairs  # type: ignore[return-value]
+            if id(key_node) in own:
+                if key in seen:
+                    self.duplicates.append(
+                        f"line {key_node.start_mark.line + 1}: key {go_quote(key)} already set in map"
+                    )
+                seen.add(key)
+            values.pop(key, None)
+            values[key] = self.construct_object(value_node, deep=True)
+        return _Obj(values.items())  # type: ignore[return-value]  # last one wins, as YAMLToJSON
 
 
 _StrictYAMLLoader.yaml_implicit_resolvers = {
@@ -1254,14 +1257,16 @@ _StrictYAMLLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _StrictYAMLLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
-def _parse_yaml(data: bytes) -> tuple[object, list[str]]:
+def _parse_yaml(data: bytes, source: str) -> tuple[object, list[str]]:
     loader = _StrictYAMLLoader(data)
     loader.duplicates = []
     try:
         node = loader.get_node() if loader.check_node() else None  # first document only, as goyaml.v2
         doc = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        raise ConfigDecodeError(f"error converting YAML to JSON: yaml: {e}") from None
+        raise ConfigDecodeError(
+            f"error decoding config {go_quote(source)}: error converting YAML to JSON: yaml: {e}"
+        ) from None
     finally:
         loader.dispose()
     return doc, loader.duplicates
@@ -1302,7 +1307,7 @@ def decode_config(
             except ValueError as e:
                 raise ConfigDecodeError(f"error decoding config {go_quote(source)}: {e}") from None
         else:
-            doc, yaml_duplicates = _parse_yaml(raw)
+            doc, yaml_duplicates = _parse_yaml(raw, source)
     try:
         api_version, kind = _interpret(doc)
     except ValueError as e:
@@ -1725,6 +1730,23 @@ def check_response(
     )
 
 
+def judge_response(
+    stdout: bytes | str,
+    *,
+    api_version: str = V1,
+    image: str = "registry.example.com/app",
+    token: str = "",
+    cache_type: str = "",
+) -> Rejection | None:
+    """Would the kubelet use this plugin output?  ``None`` if yes, else the :class:`Rejection` (exit code aside)."""
+    try:
+        response = decode_response(stdout.encode() if isinstance(stdout, str) else stdout, api_version)
+        check_response(response, image, token=token, cache_type=cache_type)
+    except ResponseRejected as e:
+        return e.rejection
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Clock, service account, records
 # ---------------------------------------------------------------------------------------------------------------
@@ -1828,6 +1850,11 @@ class PullResult:
     credentials: list[tuple[str, str]]  # what the runtime gets, in order; [] = anonymous pull
     matches: list[KeyringMatch]
     providers: list[ProviderResult]
+
+    @property
+    def anonymous(self) -> bool:
+        """No credentials: the runtime pulls anonymously.  (With credentials, there is no anonymous fallback.)"""
+        return not self.credentials
 
     def by_provider(self, name: str) -> ProviderResult:
         for r in self.providers:

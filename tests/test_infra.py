@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # importing the plugin module here would stop pytest from rew
 
 # tests/conftest.py loads the plugin for the whole suite; naming it here too is harmless (loaded once)
 # and lets this module run on its own.
-pytest_plugins = ["tests.infra.fixtures"]
 pytestmark = pytest.mark.e2e
 
 ECR_NAME = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
