@@ -71,16 +71,31 @@ def _check_escapes(text: str, *, host: bool) -> None:
 
 
 def _parse_host(host: str) -> str:
-    if host.startswith("["):
+    # Go >= 1.26 rules (the strictest a kubelet may run with): an IP literal must open the
+    # host and hold an IPv6 address, and an https host's port starts at its first colon.
+    bracket = host.rfind("[")
+    if bracket > 0:
+        raise BadURLError("invalid IP-literal")
+    if bracket == 0:
         end = host.rfind("]")
         if end < 0:
             raise BadURLError("missing ']' in host")
         if not _valid_optional_port(host[end + 1 :]):
             raise BadURLError(f"invalid port {host[end + 1 :]!r} after host")
-    else:
-        colon = host.rfind(":")
-        if colon != -1 and not _valid_optional_port(host[colon:]):
-            raise BadURLError(f"invalid port {host[colon:]!r} after host")
+        _check_escapes(host, host=True)
+        literal = _unescape(host[1:end])
+        import ipaddress  # only IP-literal hosts pay for it
+
+        try:
+            address = ipaddress.ip_address(literal.partition("%")[0])
+        except ValueError:
+            raise BadURLError(f"invalid IP literal {literal!r}") from None
+        if address.version == 4:
+            raise BadURLError("invalid IP-literal")
+        return _unescape(host)
+    colon = host.find(":")
+    if colon != -1 and not _valid_optional_port(host[colon:]):
+        raise BadURLError(f"invalid port {host[colon:]!r} after host")
     _check_escapes(host, host=True)
     return _unescape(host)
 

@@ -156,3 +156,63 @@ def test_parse_schemeless_unescapes_path_and_keeps_port() -> None:
     url = parse_schemeless("registry.example.com:5000/te%61m/app")
     assert url.host == "registry.example.com:5000"
     assert url.path == "/team/app"
+
+
+EXTRA_HOSTILE = [
+    ("a:b:5000", "a:b:5000/x"),
+    ("[127.0.0.1]:5000", "[127.0.0.1]:5000/x"),
+    ("[zz]:5000", "[zz]:5000/x"),
+    ("x[::1]:5000", "x[::1]:5000/x"),
+    ("r.io:5000:6000", "r.io:5000:6000/x"),
+]
+
+
+@pytest.mark.parametrize(("glob", "image"), EXTRA_HOSTILE, ids=[g for g, _ in EXTRA_HOSTILE])
+def test_malformed_hosts_never_match_even_themselves(glob: str, image: str) -> None:
+    assert not urls_match(glob, image)
+
+
+@pytest.mark.parametrize(
+    ("glob", "image", "expected"), [c[:3] for c in CASES + [(g, i, False, "") for g, i in EXTRA_HOSTILE]]
+)
+def test_independent_kubelet_simulator_agrees(glob: str, image: str, expected: bool) -> None:
+    """The simulator's Go ports (written separately) reach the same verdict on every row."""
+    from tests import kubelet_sim
+
+    assert kubelet_sim.urls_match(glob, image) is expected
+
+
+def _random_pairs(count: int) -> list[tuple[str, str]]:
+    """Seeded glob/image pairs built from the characters that matter to the parsers."""
+    import random
+
+    rng = random.Random(20261127)
+    labels = ["r", "io", "*", "a*", "*b", "[::1]", "127", "0", "x y", "%41", "A", ""]
+    ports = ["", ":5000", ":", ":50x", ":5000:1"]
+    paths = ["", "/", "/team", "/teamx/app", "/te%61m", "/team?q", "/#f", "/a@b"]
+    pairs = []
+    for _ in range(count):
+        glob = (
+            ".".join(rng.choice(labels) for _ in range(rng.randint(1, 3)))
+            + rng.choice(ports)
+            + rng.choice(paths)
+        )
+        if rng.random() < 0.5:  # an image derived from the glob, so that many pairs match
+            image = glob.replace("*", rng.choice(["", "x", "reg"])) + rng.choice(["", "/app", "x"])
+        else:
+            image = (
+                ".".join(rng.choice(labels) for _ in range(rng.randint(1, 3)))
+                + rng.choice(ports)
+                + rng.choice(paths)
+            )
+        pairs.append((glob, image))
+    return pairs
+
+
+def test_agrees_with_the_simulator_on_random_inputs() -> None:
+    from tests import kubelet_sim
+
+    pairs = _random_pairs(3000)
+    disagreements = [(g, i) for g, i in pairs if urls_match(g, i) != kubelet_sim.urls_match(g, i)]
+    assert disagreements == []
+    assert sum(urls_match(g, i) for g, i in pairs) > 30  # the sample does exercise matches
