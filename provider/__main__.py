@@ -115,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubelet mode (the default): request on stdin, response on stdout",
         argument_default=argparse.SUPPRESS,
     )
+    import importlib
+
+    from provider.commands import COMMANDS
+
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = commands.add_parser(
+            name,
+            parents=[common],
+            help=module.HELP,
+            description=module.HELP,
+            argument_default=argparse.SUPPRESS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
     return parser
 
 
@@ -206,6 +222,12 @@ def main(
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         args = fast_kubelet_args(words) or build_parser().parse_args(words)
+        run = getattr(args, "run", None)
+        if run is not None:
+            from provider.commands import Streams
+
+            code: int = run(args, Streams(stdin, stdout, stderr))
+            return code
         return _kubelet_mode(args, stdin, stdout, stderr)
     except _UsageError as exc:
         stderr.write(f"{PROG}: error: {exc} (see --help)\n")
