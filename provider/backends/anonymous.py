@@ -13,3 +13,6 @@ class AnonymousBackend:
 
     def get_credentials(self, lookup: Lookup) -> Answer:
         return Answer(credential=None, cache_seconds=DEFAULT_CACHE_SECONDS)
+
+    def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None:
+        return None  # answering costs nothing

@@ -43,11 +43,14 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     ``cache_seconds``: how long the backend suggests the kubelet keep this answer (None: the
     rule's or the config's default). ``per_image``: other images of the same host may get a
     different answer, so the kubelet must cache per image, not per registry.
+    ``cacheable``: the credential came from somewhere slow or rate-limited (a cloud token API,
+    a credential helper) and may be kept in our disk cache until ``credential.expires_at``.
     """
 
     credential: Credential | None
     cache_seconds: float | None = None
     per_image: bool = False
+    cacheable: bool = False
 
 
 class Lookup(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +69,15 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Backend(Protocol):
-    """Turns a lookup into an answer; raises a ``ProviderError`` subclass on failure."""
+    """Turns a lookup into an answer; raises a ``ProviderError`` subclass on failure.
+
+    ``cache_key`` names everything besides the backend, the registry host and the caller's
+    identity (node, or the pod's service account, which the cache adds itself) that changes the
+    answer for this lookup: a region, a role, a file's path and version... None means the
+    answer must not come from the disk cache. It must be cheap (no network, no SDK import):
+    it runs before every cache lookup.
+    """
 
     def get_credentials(self, lookup: Lookup) -> Answer: ...
+
+    def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None: ...

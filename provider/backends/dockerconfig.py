@@ -51,6 +51,9 @@ def read_auth_file(path: str) -> AuthFile | None:
 class DockerConfigBackend:
     """Looks the image's host up in docker/containers auth files and their credential helpers."""
 
+    def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None:
+        return None
+
     def get_credentials(self, lookup: Lookup) -> Answer:
         rule = lookup.rule
         assert isinstance(rule, DockerConfigRule)
