@@ -23,21 +23,26 @@ LAZY_MODULES = (
 )
 
 
-def test_rebuild_is_byte_identical(zipapp: Path, tmp_path: Path) -> None:
-    rebuilt = tmp_path / "registry-credential-provider"
+def _build(output: Path) -> bytes:
     subprocess.run(
         [
             sys.executable,
             str(ROOT / "packaging" / "build_zipapp.py"),
             "--output",
-            str(rebuilt),
+            str(output),
             "--runtime-pex-root",
             "/var/lib/registry-credential-provider/pex",
         ],
         check=True,
         capture_output=True,
     )
-    assert rebuilt.read_bytes() == zipapp.read_bytes()
+    return output.read_bytes()
+
+
+def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
+    first = _build(tmp_path / "first" / "registry-credential-provider")
+    second = _build(tmp_path / "second" / "registry-credential-provider")
+    assert first == second
 
 
 def test_is_a_sh_boot_venv_pex_with_an_absolute_runtime_root(zipapp: Path) -> None:
