@@ -11,8 +11,8 @@ stdin and prints one CredentialProviderResponse. Exit codes:
 from __future__ import annotations
 
 import os
-import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
@@ -26,6 +26,8 @@ PROG = "registry-credential-provider"
 DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ALARM_GRACE_SECONDS = 0.5
+DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_TIMEOUT_SECONDS = 55.0
 
 EPILOG = f"""\
 kubelet mode (no command, or get-credentials) reads a CredentialProviderRequest on stdin
@@ -151,45 +153,117 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise DeadlineExceededError("the call ran past its deadline (see 'timeout' in the config)")
 
 
+def _read_request(stdin: BinaryIO, limit: int, seconds: float) -> bytes:
+    """Up to ``limit`` + 1 bytes of stdin, waiting at most ``seconds`` for its end."""
+    try:
+        descriptor = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stdin.read(limit + 1)
+    import select
+
+    chunks: list[bytes] = []
+    size = 0
+    give_up = time.monotonic() + seconds
+    while size <= limit:
+        left = give_up - time.monotonic()
+        if left <= 0:
+            from provider.errors import DeadlineExceededError
+
+            raise DeadlineExceededError("the call ran past its deadline waiting for the request on stdin")
+        ready, _, _ = select.select([descriptor], [], [], left)
+        if ready:
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
+def _timeout_flag(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from provider import goduration
+    from provider.errors import ConfigError
+
+    try:
+        seconds = goduration.parse_seconds(value)
+    except ValueError:
+        raise ConfigError(f"--timeout: expected a Go duration like '30s', got {value!r}") from None
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise ConfigError(f"--timeout: expected more than 0s and at most 55s, got {value!r}")
+    return seconds
+
+
 def _kubelet_mode(
     args: KubeletArgs | argparse.Namespace, stdin: BinaryIO, stdout: BinaryIO, stderr: TextIO
 ) -> int:
-    from provider import goduration
-    from provider.config import config_path, load_config
-    from provider.deadline import Deadline
-    from provider.errors import ConfigError
-    from provider.kubelet import MAX_REQUEST_BYTES, decode_request, encode_response
-    from provider.plugin import respond
+    started = time.monotonic()
+    timeout_flag = _timeout_flag(args.timeout)
+    if os.isatty(0) and stdin is sys.stdin.buffer:
+        stderr.write(f"{PROG}: reading a CredentialProviderRequest from stdin (end with Ctrl-D)\n")
+    from provider.protocol import MAX_REQUEST_BYTES
 
-    config = load_config(config_path(args.config, os.environ))
-    timeout = config.timeout_seconds
-    if args.timeout is not None:
-        try:
-            timeout = goduration.parse_seconds(args.timeout)
-        except ValueError:
-            raise ConfigError(f"--timeout: expected a Go duration like '30s', got {args.timeout!r}") from None
-        if not 0 < timeout <= 55:
-            raise ConfigError(f"--timeout: expected more than 0s and at most 55s, got {args.timeout!r}")
-    deadline = Deadline(timeout)
+    data = _read_request(stdin, MAX_REQUEST_BYTES, timeout_flag or DEFAULT_TIMEOUT_SECONDS)
+    from provider.locations import config_path
+
+    path = config_path(args.config, os.environ)
+    from provider import fastpath
+
+    cached = fastpath.answer(path, data, os.environ)
+    if cached is not None:
+        stdout.write(cached)
+        stdout.flush()
+        return EXIT_OK
+    return _full_path(path, data, timeout_flag, started, stdout, stderr)
+
+
+def _full_path(
+    path: str | None,
+    data: bytes,
+    timeout_flag: float | None,
+    started: float,
+    stdout: BinaryIO,
+    stderr: TextIO,
+) -> int:
+    """Everything the fast path could not answer: config, backends, the disk cache's policy."""
+    import signal
+
+    from provider.cache import CredentialStore
+    from provider.cachekeys import cache_dir, config_version, environment_version
+    from provider.config import load_config
+    from provider.deadline import Deadline
+    from provider.kubelet import decode_request, encode_response
+    from provider.plugin import CacheContext, respond
+
+    version = config_version(path)  # before reading it: a later edit must not inherit this plan
+    config = load_config(path)
+    timeout = (timeout_flag or config.timeout_seconds) - (time.monotonic() - started)
+    deadline = Deadline(max(timeout, 0.001))
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     # A backstop for anything not bounded by the deadline itself; the grace lets bounded
     # operations (a helper's timeout) report their own, more precise error first.
-    signal.setitimer(signal.ITIMER_REAL, timeout + ALARM_GRACE_SECONDS)
+    signal.setitimer(signal.ITIMER_REAL, deadline.remaining() + ALARM_GRACE_SECONDS)
+    warn = _Warn(stderr)
     try:
-        if stdin.isatty():
-            stderr.write(f"{PROG}: reading a CredentialProviderRequest from stdin (end with Ctrl-D)\n")
-        request = decode_request(stdin.read(MAX_REQUEST_BYTES + 1))
+        request = decode_request(data)
+        cache = None
+        if config.cache.enabled:
+            store = CredentialStore(cache_dir(config.cache.dir, os.environ), warn)
+            cache = CacheContext(
+                store, config_version=version, environment_version=environment_version(os.environ)
+            )
         # Whatever a library might print goes to stderr: stdout carries the response alone.
         real_stdout, sys.stdout = sys.stdout, stderr
         try:
-            outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=_Warn(stderr))
+            outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=warn, cache=cache)
         finally:
             sys.stdout = real_stdout
-        data = encode_response(outcome.response)
+        response = encode_response(outcome.response)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    stdout.write(data)
+    stdout.write(response)
     stdout.flush()
     return EXIT_OK
 

@@ -23,12 +23,13 @@ rule with a matching entry answers. A rule without ``match`` answers every image
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Literal
 
 import msgspec
 
 from provider import goduration
 from provider.errors import ConfigError
+from provider.locations import CONFIG_ENV
 from provider.matching import BadURLError, parse_schemeless
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 
 API_VERSION = "registry-credential-provider/v1alpha1"
 KIND = "ProviderConfig"
-CONFIG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_CONFIG"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # The kubelet kills the plugin at 60 s; leave it time to read our error.
 MAX_TIMEOUT_SECONDS = 55
@@ -70,11 +70,13 @@ class DockerConfigRule(RuleBase, tag="dockerconfig", frozen=True):
 
     ``files``: the files to search, in order (absent: the node's usual files, see
     ``provider.backends.dockerconfig.default_files``). ``helperTimeout``: the longest a
-    ``docker-credential-*`` helper may run.
+    ``docker-credential-*`` helper may run. ``helperCacheDuration``: how long a helper's answer
+    is kept in the disk cache (``0s``: ask the helper every time).
     """
 
     files: list[str] | None = None
     helper_timeout: str = "10s"
+    helper_cache_duration: str = "5m"
 
 
 class AnonymousRule(RuleBase, tag="anonymous", frozen=True):
@@ -100,6 +102,19 @@ class AcrRule(CloudRule, tag="acr", frozen=True):
 Rule = DockerConfigRule | AnonymousRule | EcrRule | GarRule | AcrRule
 
 
+class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
+    """The disk cache. ``dir``: where (the environment variable
+    ``REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR`` wins; default
+    ``/var/cache/registry-credential-provider``). ``enabled``: false answers every request
+    uncached. ``serviceAccountCacheType``: mirror of the kubelet's ``tokenAttributes.cacheType``:
+    ``ServiceAccount`` shares a pod identity's credentials across its pods, ``Token`` keys them
+    by the token itself."""
+
+    dir: str | None = None
+    enabled: bool = True
+    service_account_cache_type: Literal["ServiceAccount", "Token"] = "ServiceAccount"
+
+
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
     """The whole file. ``timeout``: one deadline for a call. ``defaultCacheDuration``: what we tell
     the kubelet when neither the rule nor the backend knows better."""
@@ -109,6 +124,7 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, r
     rules: list[Rule]
     timeout: str = "30s"
     default_cache_duration: str = "5m"
+    cache: CacheConfig = CacheConfig()
 
     @property
     def timeout_seconds(self) -> float:
@@ -154,6 +170,8 @@ def validate(config: ProviderConfig) -> ProviderConfig:
         raise ConfigError(f"$.kind: expected {KIND!r}, got {config.kind!r}")
     _check_duration("$.timeout", config.timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True)
     _check_duration("$.defaultCacheDuration", config.default_cache_duration)
+    if config.cache.dir is not None and not os.path.isabs(config.cache.dir):
+        raise ConfigError(f"$.cache.dir: expected an absolute path, got {config.cache.dir!r}")
     catch_all: int | None = None
     for index, rule in enumerate(config.rules):
         path = f"$.rules[{index}]"
@@ -173,6 +191,7 @@ def validate(config: ProviderConfig) -> ProviderConfig:
             _check_duration(
                 f"{path}.helperTimeout", rule.helper_timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True
             )
+            _check_duration(f"{path}.helperCacheDuration", rule.helper_cache_duration)
             for position, file in enumerate(rule.files or ()):
                 if not os.path.isabs(file):
                     raise ConfigError(f"{path}.files[{position}]: expected an absolute path, got {file!r}")
@@ -235,10 +254,3 @@ def load_config(path: str | None) -> ProviderConfig:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
     return decode_config(data, path)
-
-
-def config_path(cli_value: str | None, environ: dict[str, str] | Any) -> str | None:
-    """Where the config comes from: ``--config``, else the environment, else None (embedded default)."""
-    if cli_value:
-        return cli_value
-    return environ.get(CONFIG_ENV) or None

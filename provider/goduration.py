@@ -6,8 +6,6 @@ integer nanoseconds so a value round-trips exactly.
 
 from __future__ import annotations
 
-import re
-
 NANOSECOND = 1
 MICROSECOND = 1000 * NANOSECOND
 MILLISECOND = 1000 * MICROSECOND
@@ -27,11 +25,14 @@ _UNITS = {
     "m": MINUTE,
     "h": HOUR,
 }
-_COMPONENT = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)")
+_COMPONENT_PATTERN = r"([0-9]*)(?:\.([0-9]*))?([^0-9.]+)"
 
 
 def parse(text: str) -> int:
     """Return the duration ``text`` denotes, in nanoseconds; ``ValueError`` if Go would reject it."""
+    import re  # not needed to format, which the disk cache's fast path does
+
+    component = re.compile(_COMPONENT_PATTERN)
     rest = text
     sign = 1
     if rest[:1] in ("-", "+"):
@@ -43,7 +44,7 @@ def parse(text: str) -> int:
         raise ValueError(f"invalid duration {text!r}")
     total = 0
     while rest:
-        match = _COMPONENT.match(rest)
+        match = component.match(rest)
         if match is None:
             raise ValueError(f"invalid duration {text!r}")
         whole, fraction, unit = match.group(1), match.group(2), match.group(3)

@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from provider.errors import RequestError
+from provider.protocol import API_VERSIONS, MAX_REQUEST_BYTES, REQUEST_KIND
 
 __all__ = [
     "API_VERSIONS",
@@ -25,17 +26,6 @@ __all__ = [
     "encode_response",
 ]
 
-API_VERSIONS = (
-    "credentialprovider.kubelet.k8s.io/v1",
-    "credentialprovider.kubelet.k8s.io/v1beta1",
-    "credentialprovider.kubelet.k8s.io/v1alpha1",
-)
-REQUEST_KIND = "CredentialProviderRequest"
-RESPONSE_KIND = "CredentialProviderResponse"
-
-# A request is an image name plus at most a service account token and a few annotations: a
-# few KiB. Anything near this size is not from a kubelet.
-MAX_REQUEST_BYTES = 1024 * 1024
 
 CacheKeyType = Literal["Image", "Registry", "Global"]
 

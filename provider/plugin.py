@@ -18,6 +18,7 @@ does. Response policy:
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 
@@ -25,13 +26,20 @@ import msgspec
 
 from provider import goduration
 from provider.backends import Answer, Lookup, load_backend
+from provider.cache import CredentialStore, Plan
+from provider.cachekeys import cache_seconds, file_version, plan_key
 from provider.config import ProviderConfig, Rule
+from provider.credcache import obtain
 from provider.deadline import Deadline
 from provider.errors import RequestError, ResponseError
+from provider.identity import identity
 from provider.kubelet import AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse
 from provider.matching import BadURLError, SchemelessURL, parse_schemeless, urls_match
 
-__all__ = ["Outcome", "RuleMatch", "find_rule", "respond"]
+__all__ = ["CacheContext", "Outcome", "RuleMatch", "find_rule", "respond"]
+
+# A plan only saves work; a day bounds what an unused one occupies.
+PLAN_LIFETIME_SECONDS = 86400.0
 
 
 class RuleMatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,11 +57,13 @@ class RuleMatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """A response and how it was reached (for the operator's tools)."""
+    """A response and how it was reached (for the operator's tools). ``cache``: ``off``, ``hit``,
+    ``miss``, ``refresh`` or ``stale`` (see ``provider.credcache``)."""
 
     response: CredentialProviderResponse
     match: RuleMatch | None
     answer: Answer | None
+    cache: str = "off"
 
 
 def find_rule(config: ProviderConfig, image: str) -> RuleMatch | None:
@@ -92,17 +102,31 @@ def _parse_image(image: str) -> SchemelessURL:
     return url
 
 
-def _cache_seconds(config: ProviderConfig, rule: Rule, answer: Answer, now: float) -> float:
+def _cap_seconds(config: ProviderConfig, rule: Rule, answer: Answer) -> float:
+    """The cacheDuration before the credential's expiry is considered."""
     if rule.cache_duration is not None:
-        seconds = goduration.parse_seconds(rule.cache_duration)
-    elif answer.cache_seconds is not None:
-        seconds = answer.cache_seconds
-    else:
-        seconds = config.default_cache_seconds
-    credential = answer.credential
-    if credential is not None and credential.expires_at is not None:
-        seconds = min(seconds, max(0.0, credential.expires_at - now))
-    return seconds
+        return goduration.parse_seconds(rule.cache_duration)
+    if answer.cache_seconds is not None:
+        return answer.cache_seconds
+    return config.default_cache_seconds
+
+
+class CacheContext:
+    """What the disk cache needs to know beyond the request: where it is, and the versions of
+    the config and environment this answer was computed under (for the fast path's plans)."""
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        *,
+        config_version: str,
+        environment_version: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.config_version = config_version
+        self.environment_version = environment_version
+        self.rng = rng or random.Random()
 
 
 def respond(
@@ -113,6 +137,7 @@ def respond(
     environ: Mapping[str, str],
     warn: Callable[[str], None],
     now: Callable[[], float] = time.time,
+    cache: CacheContext | None = None,
 ) -> Outcome:
     """Answer one request under ``config``; raises a ``ProviderError`` subclass on failure."""
     url = _parse_image(request.image)
@@ -128,19 +153,28 @@ def respond(
         return Outcome(response=response, match=None, answer=None)
 
     backend = load_backend(match.backend)
-    answer = backend.get_credentials(
-        Lookup(
-            request=request,
-            image=request.image,
-            host=url.host,
-            path=url.path,
-            rule=match.rule,
-            deadline=deadline,
-            environ=environ,
-            warn=warn,
-            now=now,
-        )
+    lookup = Lookup(
+        request=request,
+        image=request.image,
+        host=url.host,
+        path=url.path,
+        rule=match.rule,
+        deadline=deadline,
+        environ=environ,
+        warn=warn,
+        now=now,
     )
+    per_token = config.cache.service_account_cache_type == "Token"
+    caller = identity(request.service_account_token, request.service_account_annotations, per_token=per_token)
+    fetched = obtain(
+        backend,
+        match.backend,
+        lookup,
+        cache.store if cache is not None and config.cache.enabled else None,
+        caller,
+        rng=cache.rng if cache is not None else random.Random(),
+    )
+    answer = fetched.answer
     glob_path = _significant_path(parse_schemeless(match.glob).path) if match.glob else ""
     credential = answer.credential
     key_path = max(glob_path, credential.path_scope if credential else "", key=len)
@@ -148,17 +182,62 @@ def respond(
     cache_key_type: CacheKeyType = "Image" if per_image else "Registry"
 
     auth: dict[str, AuthConfig] = {}
+    key = url.host + key_path
     if credential is not None:
-        key = url.host + key_path
         if not urls_match(key, request.image):
             raise ResponseError(f"internal error: auth key {key!r} would not cover image {request.image!r}")
         auth[key] = AuthConfig(username=credential.username, password=credential.password)
 
+    cap = _cap_seconds(config, match.rule, answer)
     response = CredentialProviderResponse(
         api_version=request.api_version,
         kind="CredentialProviderResponse",
         cache_key_type=cache_key_type,
-        cache_duration=goduration.format_seconds(_cache_seconds(config, match.rule, answer, now())),
+        cache_duration=goduration.format_seconds(
+            cache_seconds(cap, credential.expires_at if credential else None, now())
+        ),
         auth=auth,
     )
-    return Outcome(response=response, match=match, answer=answer)
+    if cache is not None and fetched.parts is not None and fetched.state in ("hit", "miss", "refresh"):
+        _remember_plan(
+            cache,
+            request,
+            url.host,
+            match.backend,
+            fetched.parts,
+            per_token,
+            key,
+            cache_key_type,
+            cap,
+            answer,
+        )
+    return Outcome(response=response, match=match, answer=answer, cache=fetched.state)
+
+
+def _remember_plan(
+    cache: CacheContext,
+    request: CredentialProviderRequest,
+    registry: str,
+    backend: str,
+    parts: tuple[str, ...],
+    per_token: bool,
+    key: str,
+    cache_key_type: str,
+    cap: float,
+    answer: Answer,
+) -> None:
+    """Record how this request was answered, so the next identical one can skip all of it."""
+    caller = identity(request.service_account_token, request.service_account_annotations, per_token=False)
+    plan = Plan(
+        backend=backend,
+        registry=registry,
+        parts=list(parts),
+        per_token=per_token,
+        key=key,
+        cache_key_type=cache_key_type,
+        cap_seconds=cap,
+        deps=[file_version(path) for path in answer.depends_on],
+    )
+    now = time.time()
+    plan_id = plan_key(cache.config_version, request.image, caller, cache.environment_version)
+    cache.store.put_plan(plan_id, plan, now + PLAN_LIFETIME_SECONDS, now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,30 @@ ROOT = Path(__file__).resolve().parent.parent
 ZIPAPP = ROOT / "dist" / "registry-credential-provider"
 
 
+CACHE_DIR_ENV = "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR"
+
+
 def kubelet_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """An environment like a systemd kubelet's: PATH and little else (notably no HOME)."""
+    """An environment like a systemd kubelet's: PATH and little else (notably no HOME), plus the
+    test session's cache directory so no test writes to the machine's real one."""
     environ = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if CACHE_DIR_ENV in os.environ:
+        environ[CACHE_DIR_ENV] = os.environ[CACHE_DIR_ENV]
     environ.update(extra or {})
     return environ
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the disk cache of everything the tests run at a private directory."""
+    directory = tmp_path_factory.mktemp("cache-root") / "cache"
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(directory)
+    yield directory
+    if previous is None:
+        del os.environ[CACHE_DIR_ENV]
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
 
 
 @pytest.fixture(scope="session")

@@ -462,12 +462,16 @@ def test_path_keys_in_an_earlier_file_make_the_host_per_image(env: Env) -> None:
     first = env.file("first.json", {"auths": {"reg.io/team": entry("team", "p1")}})
     second = env.file("second.json", {"auths": {"reg.io": entry("host", "p2")}})
     answer = env.answer("reg.io/other/app", [first, second])
-    assert answer == Answer(credential=Credential(username="host", password="p2"), per_image=True)
+    assert answer == Answer(
+        credential=Credential(username="host", password="p2"), per_image=True, depends_on=(first, second)
+    )
 
 
 def test_path_keys_of_another_host_do_not_matter(env: Env) -> None:
     path = env.file("auth.json", {"auths": {"other.io/team": entry("x", "y"), "reg.io": entry("u", "p")}})
-    assert env.answer("reg.io/app", [path]) == Answer(credential=Credential(username="u", password="p"))
+    assert env.answer("reg.io/app", [path]) == Answer(
+        credential=Credential(username="u", password="p"), depends_on=(path,)
+    )
 
 
 def test_per_image_without_an_answer(env: Env) -> None:

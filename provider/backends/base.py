@@ -44,13 +44,17 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     rule's or the config's default). ``per_image``: other images of the same host may get a
     different answer, so the kubelet must cache per image, not per registry.
     ``cacheable``: the credential came from somewhere slow or rate-limited (a cloud token API,
-    a credential helper) and may be kept in our disk cache until ``credential.expires_at``.
+    a credential helper) and may be kept in our disk cache until ``credential.expires_at``, or
+    for ``keep_seconds`` when it has no expiry of its own. ``depends_on``: files whose change
+    makes this answer obsolete.
     """
 
     credential: Credential | None
     cache_seconds: float | None = None
     per_image: bool = False
     cacheable: bool = False
+    keep_seconds: float | None = None
+    depends_on: tuple[str, ...] = ()
 
 
 class Lookup(msgspec.Struct, frozen=True, kw_only=True):

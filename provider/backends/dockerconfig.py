@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
 from provider.backends.base import Answer, Credential, Lookup
+from provider.cachekeys import file_version
 from provider.config import DockerConfigRule
 from provider.errors import DockerConfigFileError
 
@@ -51,31 +52,67 @@ def read_auth_file(path: str) -> AuthFile | None:
 class DockerConfigBackend:
     """Looks the image's host up in docker/containers auth files and their credential helpers."""
 
+    @staticmethod
+    def _rule_and_files(lookup: Lookup) -> tuple[DockerConfigRule, list[str]]:
+        rule = lookup.rule
+        assert isinstance(rule, DockerConfigRule)
+        return rule, rule.files if rule.files is not None else default_files(lookup.environ)
+
+    def __init__(self) -> None:
+        self._files: dict[str, AuthFile | None] = {}
+
+    def _read(self, path: str) -> AuthFile | None:
+        """Each file is parsed once per process (``cache_key`` and ``get_credentials`` both need it)."""
+        if path not in self._files:
+            self._files[path] = read_auth_file(path)
+        return self._files[path]
+
     def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None:
+        """Only helpers' answers are cached (reading a file is cheaper than the cache), so there
+        is no key unless a file names a helper for this host. Any change to a file makes a new
+        key, so edits apply at once."""
+        rule, files = self._rule_and_files(lookup)
+        if goduration.parse(rule.helper_cache_duration) <= 0:
+            return None
+        for path in files:  # in the order get_credentials reads them, stopping where it would
+            auth_file = self._read(path)
+            if auth_file is None:
+                continue
+            if helper_for(auth_file, lookup.host) or auth_file.creds_store:
+                return tuple(":".join(str(part) for part in file_version(path)) for path in files)
+            entry = find_entry(auth_file, lookup.host, lookup.path, path)
+            if entry is not None and not entry.empty and not entry.identity_token_only:
+                return None
         return None
 
     def get_credentials(self, lookup: Lookup) -> Answer:
-        rule = lookup.rule
-        assert isinstance(rule, DockerConfigRule)
+        rule, files = self._rule_and_files(lookup)
         helper_timeout = goduration.parse_seconds(rule.helper_timeout)
-        files = rule.files if rule.files is not None else default_files(lookup.environ)
+        keep_seconds = goduration.parse_seconds(rule.helper_cache_duration)
         per_image = False
         for path in files:
-            auth_file = read_auth_file(path)
+            auth_file = self._read(path)
             if auth_file is None:
                 continue
             per_image = per_image or has_path_keys(auth_file, lookup.host)
-            credential = self._from_file(auth_file, path, lookup, helper_timeout)
+            credential, from_helper = self._from_file(auth_file, path, lookup, helper_timeout)
             if credential is not None:
-                return Answer(credential=credential, per_image=per_image or bool(credential.path_scope))
+                return Answer(
+                    credential=credential,
+                    per_image=per_image or bool(credential.path_scope),
+                    cacheable=from_helper and keep_seconds > 0,
+                    keep_seconds=keep_seconds if from_helper else None,
+                    depends_on=tuple(files),
+                )
         return Answer(credential=None, per_image=per_image)
 
     def _from_file(
         self, auth_file: AuthFile, path: str, lookup: Lookup, helper_timeout: float
-    ) -> Credential | None:
+    ) -> tuple[Credential | None, bool]:
+        """The file's credential for the lookup, and whether a helper produced it."""
         helper = helper_for(auth_file, lookup.host)
         if helper:
-            return self._from_helper(helper, lookup, helper_timeout)
+            return self._from_helper(helper, lookup, helper_timeout), True
         entry = find_entry(auth_file, lookup.host, lookup.path, path)
         if entry is not None and entry.identity_token_only:
             lookup.warn(
@@ -83,10 +120,10 @@ class DockerConfigBackend:
                 "pass to the container runtime; skipped"
             )
         elif entry is not None and not entry.empty:
-            return Credential(username=entry.username, password=entry.password, path_scope=entry.path)
+            return Credential(username=entry.username, password=entry.password, path_scope=entry.path), False
         if auth_file.creds_store:
-            return self._from_helper(auth_file.creds_store, lookup, helper_timeout)
-        return None
+            return self._from_helper(auth_file.creds_store, lookup, helper_timeout), True
+        return None, False
 
     def _from_helper(self, helper: str, lookup: Lookup, helper_timeout: float) -> Credential | None:
         from provider.credhelper import run_helper  # subprocess is only paid when a helper runs

@@ -17,7 +17,9 @@ from typing import BinaryIO, TextIO
 
 __all__ = ["COMMANDS", "Streams"]
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "cache": "provider.commands.cache",
+}
 
 
 class Streams:

@@ -1,0 +1,123 @@
+"""When to answer from the disk cache, and how to refresh it.
+
+- Fresh (before ``refresh_at``): answer from the cache.
+- Due (after ``refresh_at``) or missing: take the key's cross-process lock, look again (a
+  process we waited for may have just fetched it), else fetch, store, and answer.
+- The fetch fails but the cached credential is still valid: answer with it, a short
+  ``cacheDuration`` and a warning (stale-while-error). Nothing valid left: the error stands.
+
+``refresh_at`` falls at a random 50-70 % of the credential's lifetime, so a fleet of nodes
+that booted together does not refresh together.
+"""
+
+from __future__ import annotations
+
+import random
+
+from provider.backends.base import Answer, Backend, Credential, Lookup
+from provider.cache import CachedCredential, CredentialStore
+from provider.cachekeys import credential_key
+from provider.errors import ProviderError
+
+__all__ = ["REFRESH_WINDOW", "STALE_CACHE_SECONDS", "Fetched", "obtain"]
+
+REFRESH_WINDOW = (0.5, 0.7)
+# How long the kubelet may keep a credential we hand out while its refresh is failing.
+STALE_CACHE_SECONDS = 60.0
+# A cached credential with less left than this is not worth handing out, even stale.
+MIN_STALE_VALIDITY = 10.0
+# Longest a process waits for another one fetching the same key.
+MAX_LOCK_WAIT = 20.0
+
+
+class Fetched:
+    """An answer, how it was obtained (``off``, ``hit``, ``miss``, ``refresh``, ``stale``), and
+    the key material of its cache entry (None when it is not cached)."""
+
+    def __init__(self, answer: Answer, state: str, parts: tuple[str, ...] | None = None) -> None:
+        self.answer = answer
+        self.state = state
+        self.parts = parts
+
+
+def _from_entry(entry: CachedCredential, cache_seconds: float | None = None) -> Answer:
+    credential = Credential(
+        username=entry.username,
+        password=entry.password,
+        expires_at=entry.credential_expires_at
+        if entry.credential_expires_at is not None
+        else entry.expires_at,
+        path_scope=entry.path_scope,
+    )
+    seconds = entry.cache_seconds if cache_seconds is None else cache_seconds
+    return Answer(credential=credential, cache_seconds=seconds, per_image=entry.per_image, cacheable=True)
+
+
+def refresh_time(fetched_at: float, expires_at: float, rng: random.Random) -> float:
+    """When to fetch again: a random point in ``REFRESH_WINDOW`` of the lifetime."""
+    return fetched_at + (expires_at - fetched_at) * rng.uniform(*REFRESH_WINDOW)
+
+
+def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the module docstring
+    backend: Backend,
+    backend_name: str,
+    lookup: Lookup,
+    store: CredentialStore | None,
+    identity: str,
+    *,
+    rng: random.Random,
+) -> Fetched:
+    """The answer for ``lookup``, through the disk cache when the backend allows it."""
+    parts = backend.cache_key(lookup) if store is not None else None
+    if store is None or parts is None or not store.usable:
+        return Fetched(backend.get_credentials(lookup), "off")
+    key = credential_key(backend_name, lookup.host, parts, identity)
+    now = lookup.now()
+    cached = store.get_credential(key)
+    if cached is not None and now < cached.refresh_at and now < cached.expires_at:
+        return Fetched(_from_entry(cached), "hit", parts)
+
+    wait = min(MAX_LOCK_WAIT, max(0.0, lookup.deadline.remaining() - 2.0))
+    with store.lock(key, wait):
+        now = lookup.now()
+        cached = store.get_credential(key) or cached
+        if cached is not None and now < cached.refresh_at and now < cached.expires_at:
+            return Fetched(_from_entry(cached), "hit", parts)
+        try:
+            answer = backend.get_credentials(lookup)
+        except ProviderError as exc:
+            left = cached.expires_at - now if cached is not None else 0.0
+            if cached is None or left < MIN_STALE_VALIDITY:
+                raise
+            lookup.warn(f"{exc}; answering with the cached credential, valid for {int(left)}s more")
+            return Fetched(_from_entry(cached, min(STALE_CACHE_SECONDS, left / 2)), "stale", parts)
+        state = "refresh" if cached is not None else "miss"
+        credential = answer.credential
+        if credential is None or not answer.cacheable:
+            return Fetched(answer, state)
+        now = lookup.now()
+        expires_at = credential.expires_at
+        if expires_at is None and answer.keep_seconds:
+            expires_at = now + answer.keep_seconds
+        if expires_at is None or expires_at <= now:
+            return Fetched(answer, state)
+        store.put_credential(
+            key,
+            CachedCredential(
+                username=credential.username,
+                password=credential.password,
+                expires_at=expires_at,
+                fetched_at=now,
+                refresh_at=refresh_time(now, expires_at, rng),
+                credential_expires_at=credential.expires_at,
+                path_scope=credential.path_scope,
+                per_image=answer.per_image,
+                cache_seconds=answer.cache_seconds,
+                backend=backend_name,
+                registry=lookup.host,
+                identity=identity,
+                parts=list(parts),
+            ),
+            now,
+        )
+        return Fetched(answer, state, parts)

@@ -1,0 +1,15 @@
+"""The kubelet protocol's fixed names and limits, with no dependencies (the fast path uses them)."""
+
+from __future__ import annotations
+
+API_VERSIONS = (
+    "credentialprovider.kubelet.k8s.io/v1",
+    "credentialprovider.kubelet.k8s.io/v1beta1",
+    "credentialprovider.kubelet.k8s.io/v1alpha1",
+)
+REQUEST_KIND = "CredentialProviderRequest"
+RESPONSE_KIND = "CredentialProviderResponse"
+
+# A request is an image name plus at most a service account token and a few annotations: a
+# few KiB. Anything near this size is not from a kubelet.
+MAX_REQUEST_BYTES = 1024 * 1024
