@@ -43,6 +43,7 @@ class CachedCredential(msgspec.Struct, rename="camel", kw_only=True):
     path_scope: str = ""
     per_image: bool = False
     cache_seconds: float | None = None
+    depends_on: list[str] = msgspec.field(default_factory=list)
     backend: str
     registry: str
     identity: str
@@ -81,6 +82,7 @@ class CredentialStore:
         self.directory = directory
         self._warn = warn
         self._cache: diskcache.Cache | None = None
+        self._unreadable: set[str] = set()
         self.usable = True
 
     def _fail(self, what: str, exc: BaseException | str) -> None:
@@ -117,6 +119,8 @@ class CredentialStore:
 
         try:
             return diskcache.Cache(self.directory, timeout=2)
+        except sqlite3.OperationalError:
+            raise  # cannot open or write (read-only, full, locked): not damage
         except sqlite3.DatabaseError as exc:
             database = os.path.join(self.directory, DATABASE)
             aside = f"{database}.corrupt-{int(time.time())}"
@@ -157,7 +161,9 @@ class CredentialStore:
         try:
             return _credential_decoder.decode(raw)
         except CACHE_ERRORS:
-            self._warn(f"disk cache {self.directory}: ignoring an unreadable entry")
+            if key not in self._unreadable:
+                self._unreadable.add(key)
+                self._warn(f"disk cache {self.directory}: ignoring an unreadable entry")
             return None
 
     def put_credential(self, key: str, entry: CachedCredential, now: float) -> None:

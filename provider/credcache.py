@@ -44,13 +44,17 @@ def _from_entry(entry: CachedCredential, cache_seconds: float | None = None) -> 
     credential = Credential(
         username=entry.username,
         password=entry.password,
-        expires_at=entry.credential_expires_at
-        if entry.credential_expires_at is not None
-        else entry.expires_at,
+        expires_at=entry.credential_expires_at,
         path_scope=entry.path_scope,
     )
     seconds = entry.cache_seconds if cache_seconds is None else cache_seconds
-    return Answer(credential=credential, cache_seconds=seconds, per_image=entry.per_image, cacheable=True)
+    return Answer(
+        credential=credential,
+        cache_seconds=seconds,
+        per_image=entry.per_image,
+        cacheable=True,
+        depends_on=tuple(entry.depends_on),
+    )
 
 
 def refresh_time(fetched_at: float, expires_at: float, rng: random.Random) -> float:
@@ -113,6 +117,7 @@ def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the m
                 path_scope=credential.path_scope,
                 per_image=answer.per_image,
                 cache_seconds=answer.cache_seconds,
+                depends_on=list(answer.depends_on),
                 backend=backend_name,
                 registry=lookup.host,
                 identity=identity,

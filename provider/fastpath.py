@@ -108,7 +108,7 @@ def _answer(  # noqa: PLR0911 - every early return means "let the full path answ
         now < credential["refreshAt"] and now < credential["expiresAt"]
     ):
         return None
-    expires_at = credential.get("credentialExpiresAt") or credential["expiresAt"]
+    expires_at = credential.get("credentialExpiresAt")
     response = {
         "apiVersion": api_version,
         "kind": RESPONSE_KIND,
