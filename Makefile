@@ -14,7 +14,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name py.typed | LC_ALL=C sort)
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest zipapp lock clean
+.PHONY: run test bench lint typecheck pytest zipapp lock clean
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -38,6 +38,10 @@ pytest: $(VENV)/.installed $(ZIPAPP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 zipapp: $(ZIPAPP)
+
+# Speed and memory goals as ratios measured in one run; a table, then JSON (also dist/bench.json).
+bench: $(VENV)/.installed $(ZIPAPP)
+	$(BIN)/python -m tests.bench
 
 $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py
 	$(BIN)/python packaging/build_zipapp.py --output $@ --runtime-pex-root $(RUNTIME_PEX_ROOT)

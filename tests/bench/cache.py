@@ -1,0 +1,80 @@
+"""The disk cache's hit path: an exec of the zipapp answered from the cache, against
+``python3 -c pass`` on the same interpreter, in the same run (goal: at most 4x)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.bench.common import (
+    ZIPAPP,
+    Measurement,
+    interleaved_medians,
+    kubelet_env,
+    measurement,
+    peak_rss_mb,
+    timed_exec,
+    zipapp_python,
+)
+
+REQUEST = b'{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"registry.example.com/team/app"}'
+RUNS = 40
+HIT_GOAL = 4.0
+
+
+def measure() -> list[Measurement]:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        bindir = root / "bin"
+        bindir.mkdir()
+        helper = bindir / "docker-credential-bench"
+        reply = json.dumps({"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"})
+        helper.write_text(f"#!/bin/sh\necho '{reply}'\n")
+        helper.chmod(0o700)
+        (root / "config.json").write_text('{"credsStore": "bench"}')
+        (root / "inline.json").write_text(
+            '{"auths": {"registry.example.com": {"username": "u", "password": "s"}}}'
+        )
+        configs = {}
+        for name, files in (("helper", "config.json"), ("inline", "inline.json")):
+            configs[name] = root / f"{name}.yaml"
+            configs[name].write_text(
+                "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
+                f"rules:\n  - backend: dockerconfig\n    files: [{root / files}]\n"
+            )
+        env = kubelet_env(
+            {"PATH": f"{bindir}:/usr/bin:/bin", "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(root / "cache")}
+        )
+        python = zipapp_python(env)
+        hit = [str(ZIPAPP), "get-credentials", "--config", str(configs["helper"])]
+        inline = [str(ZIPAPP), "get-credentials", "--config", str(configs["inline"])]
+        timed_exec(hit, REQUEST, env)  # the miss that fills the cache
+        timed_exec(inline, REQUEST, env)
+        peak_hit = peak_rss_mb(hit, REQUEST, env)
+        medians = interleaved_medians(
+            RUNS,
+            {
+                "python": lambda: timed_exec([python, "-c", "pass"], b"", env),
+                "hit": lambda: timed_exec(hit, REQUEST, env),
+                "inline": lambda: timed_exec(inline, REQUEST, env),
+            },
+        )
+        misses = [timed_miss(env, configs["helper"]) for _ in range(5)]
+        ratio = medians["hit"] / medians["python"]
+        return [
+            measurement("python3 -c pass (baseline)", medians["python"] * 1000, "ms"),
+            measurement("cache hit exec (fast path)", medians["hit"] * 1000, "ms"),
+            measurement("cache hit / python3 -c pass", ratio, "x", f"<= {HIT_GOAL}", ratio <= HIT_GOAL),
+            measurement("docker config auths exec (no cache)", medians["inline"] * 1000, "ms"),
+            measurement("docker config auths / python3 -c pass", medians["inline"] / medians["python"], "x"),
+            measurement("cache miss exec (helper + full path)", min(misses) * 1000, "ms"),
+            measurement("cache hit exec peak RSS", peak_hit, "MB"),
+        ]
+
+
+def timed_miss(env: dict[str, str], config: Path) -> float:
+    """One miss: purge the cache, then time an exec that must call the helper and store."""
+    subprocess.run([str(ZIPAPP), "cache", "purge"], env=env, capture_output=True, check=True)
+    return timed_exec([str(ZIPAPP), "get-credentials", "--config", str(config)], REQUEST, env)
