@@ -10,7 +10,7 @@ ZIPAPP := dist/registry-credential-provider
 # plugins with no HOME.
 RUNTIME_PEX_ROOT := /var/lib/registry-credential-provider/pex
 PLATFORMS := $(sort $(wildcard packaging/platforms/*.json))
-SOURCES := $(shell find provider -name '*.py' -o -name py.typed | LC_ALL=C sort)
+SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.typed | LC_ALL=C sort)
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 

@@ -26,8 +26,6 @@ PROG = "registry-credential-provider"
 DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ALARM_GRACE_SECONDS = 0.5
-DEFAULT_TIMEOUT_SECONDS = 30.0
-MAX_TIMEOUT_SECONDS = 55.0
 
 EPILOG = f"""\
 kubelet mode (no command, or get-credentials) reads a CredentialProviderRequest on stdin
@@ -185,6 +183,7 @@ def _timeout_flag(value: str | None) -> float | None:
         return None
     from provider import goduration
     from provider.errors import ConfigError
+    from provider.protocol import MAX_TIMEOUT_SECONDS
 
     try:
         seconds = goduration.parse_seconds(value)
@@ -202,7 +201,7 @@ def _kubelet_mode(
     timeout_flag = _timeout_flag(args.timeout)
     if os.isatty(0) and stdin is sys.stdin.buffer:
         stderr.write(f"{PROG}: reading a CredentialProviderRequest from stdin (end with Ctrl-D)\n")
-    from provider.protocol import MAX_REQUEST_BYTES
+    from provider.protocol import DEFAULT_TIMEOUT_SECONDS, MAX_REQUEST_BYTES
 
     data = _read_request(stdin, MAX_REQUEST_BYTES, timeout_flag or DEFAULT_TIMEOUT_SECONDS)
     from provider.locations import config_path
@@ -296,6 +295,12 @@ def main(
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         args = fast_kubelet_args(words) or build_parser().parse_args(words)
+        invoked_as = os.path.basename(os.environ.get("PEX") or sys.argv[0])  # pex sets PEX to our file
+        if invoked_as == "ecr-credential-provider" and argv is None and getattr(args, "config", "") is None:
+            from provider.defaults import ECR_DROP_IN_CONFIG_FILE  # the upstream AWS plugin's drop-in
+
+            if not os.environ.get("REGISTRY_CREDENTIAL_PROVIDER_CONFIG"):
+                args.config = ECR_DROP_IN_CONFIG_FILE
         run = getattr(args, "run", None)
         if run is not None:
             from provider.commands import Streams
@@ -306,13 +311,6 @@ def main(
     except _UsageError as exc:
         stderr.write(f"{PROG}: error: {exc} (see --help)\n")
         return EXIT_USAGE
-    except ProviderError as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc(file=stderr)
-        stderr.write(f"{PROG}: error: {exc}\n")
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
         return EXIT_FAILURE
@@ -321,7 +319,8 @@ def main(
             import traceback
 
             traceback.print_exc(file=stderr)
-        stderr.write(f"{PROG}: {_internal_error(exc)}\n")
+        message = f"error: {exc}" if isinstance(exc, ProviderError) else _internal_error(exc)
+        stderr.write(f"{PROG}: {message}\n")
         return EXIT_FAILURE
 
 

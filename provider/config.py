@@ -31,6 +31,7 @@ from provider import goduration
 from provider.errors import ConfigError
 from provider.locations import CONFIG_ENV
 from provider.matching import BadURLError, parse_schemeless
+from provider.protocol import MAX_TIMEOUT_SECONDS
 
 __all__ = [
     "API_VERSION",
@@ -47,8 +48,6 @@ __all__ = [
 API_VERSION = "registry-credential-provider/v1alpha1"
 KIND = "ProviderConfig"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
-# The kubelet kills the plugin at 60 s; leave it time to read our error.
-MAX_TIMEOUT_SECONDS = 55
 
 
 class RuleBase(
@@ -88,7 +87,22 @@ class CloudRule(RuleBase, frozen=True):
 
 
 class EcrRule(CloudRule, tag="ecr", frozen=True):
-    """AWS Elastic Container Registry, through the node's or the pod's IAM identity."""
+    """AWS Elastic Container Registry, through the node's or the pod's IAM identity.
+
+    ``region`` / ``registryId``: the registry, when the image host does not say (a mirror, a
+    pull-through cache or a VPC endpoint name served under another host; such a rule needs
+    ``match``) or to override what it says. ``endpoint``: the ECR API URL to call instead of the
+    region's (``https://vpce-....api.ecr.<region>.vpce.amazonaws.com``). ``roleArnAnnotations``:
+    ServiceAccount annotations naming the role to assume for a pod, first present wins (the
+    kubelet must list them in ``tokenAttributes``). ``requirePodIdentity``: fail instead of
+    falling back to the node's identity when a request has no token or no role.
+    """
+
+    region: str | None = None
+    registry_id: str | None = None
+    endpoint: str | None = None
+    role_arn_annotations: tuple[str, ...] = ("eks.amazonaws.com/ecr-role-arn",)
+    require_pod_identity: bool = False
 
 
 class GarRule(CloudRule, tag="gar", frozen=True):
@@ -195,7 +209,66 @@ def validate(config: ProviderConfig) -> ProviderConfig:
             for position, file in enumerate(rule.files or ()):
                 if not os.path.isabs(file):
                     raise ConfigError(f"{path}.files[{position}]: expected an absolute path, got {file!r}")
+        _check_ecr_rule(path, rule)
     return config
+
+
+def _check_ecr_rule(path: str, rule: Rule) -> None:
+    if not isinstance(rule, EcrRule):
+        return
+    from provider.aws.hosts import is_region  # the patterns load only for configs with an ECR rule
+
+    if rule.region is not None and not is_region(rule.region):
+        raise ConfigError(f"{path}.region: expected an AWS region such as 'us-east-1', got {rule.region!r}")
+    if rule.region is not None and rule.match is None:
+        raise ConfigError(
+            f"{path}.region: a rule naming its registry needs 'match', or every image would get ECR tokens"
+        )
+    registry_id = rule.registry_id
+    if registry_id is not None and not (
+        len(registry_id) == 12 and registry_id.isascii() and registry_id.isdigit()
+    ):
+        raise ConfigError(f"{path}.registryId: expected a 12-digit AWS account id, got {registry_id!r}")
+    if rule.endpoint is not None:
+        _check_endpoint(f"{path}.endpoint", rule.endpoint)
+    for position, key in enumerate(rule.role_arn_annotations):
+        _check_annotation_key(f"{path}.roleArnAnnotations[{position}]", key)
+
+
+def _check_endpoint(path: str, endpoint: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = urlsplit("")
+    try:
+        url = urlsplit(endpoint)
+        host = url.hostname or ""
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        host = ""
+    if not host or url.path not in ("", "/") or url.query or url.fragment or url.username:
+        raise ConfigError(
+            f"{path}: expected a URL such as 'https://api.ecr.us-east-1.amazonaws.com', got {endpoint!r}"
+        )
+    loopback = host in ("127.0.0.1", "::1", "localhost")
+    if url.scheme != "https" and not (url.scheme == "http" and loopback):
+        raise ConfigError(f"{path}: expected an https:// URL (http only on loopback), got {endpoint!r}")
+
+
+def _check_annotation_key(path: str, key: str) -> None:
+    """A Kubernetes qualified name, as the kubelet requires of tokenAttributes annotation keys."""
+    prefix, slash, name = key.rpartition("/")
+    name_ok = 0 < len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
+    name_ok = name_ok and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
+    labels = prefix.split(".")
+    prefix_ok = not slash or (
+        0 < len(prefix) <= 253
+        and all(label and label[0].isalnum() and label[-1].isalnum() for label in labels)
+        and all(c.isascii() and (c.islower() or c.isdigit() or c in "-.") for c in prefix)
+    )
+    if not (name_ok and prefix_ok):
+        raise ConfigError(
+            f"{path}: expected an annotation key such as 'eks.amazonaws.com/ecr-role-arn', got {key!r}"
+        )
 
 
 def decode_config(data: bytes, source: str) -> ProviderConfig:

@@ -7,6 +7,8 @@ so each host shape is listed; the backends check the host precisely themselves.
 
 from __future__ import annotations
 
+import os
+
 from provider.config import API_VERSION, KIND, AcrRule, DockerConfigRule, EcrRule, GarRule, ProviderConfig
 
 ECR_PRIVATE_SUFFIXES = (
@@ -42,3 +44,9 @@ DEFAULT_CONFIG = ProviderConfig(
         DockerConfigRule(),
     ],
 )
+
+# Installed as `ecr-credential-provider` (a copy or hard link: pex resolves symlinks), with no
+# config named, the executable stands in for the upstream AWS plugin: every image it is sent
+# goes to the ECR backend (upstream's env and annotation included), never to docker config files.
+ECR_DROP_IN_NAME = "ecr-credential-provider"
+ECR_DROP_IN_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "aws", "ecr-credential-provider.json")

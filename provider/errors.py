@@ -10,7 +10,8 @@ and only the CLI (``provider.__main__``) turns them into stderr and an exit code
     ├── BackendUnavailableError        a rule names a backend this build does not have
     ├── CredentialSourceError          a credential source failed
     │   ├── DockerConfigFileError      a docker/podman auth file is unreadable or invalid
-    │   └── CredentialHelperError      a docker-credential-* helper is missing, failed or hung
+    │   ├── CredentialHelperError      a docker-credential-* helper is missing, failed or hung
+    │   └── CloudCredentialError       a cloud identity or token API refused, failed or was unreachable
     ├── ResponseError                  we were about to print a response the kubelet would reject
     └── DeadlineExceededError          the whole call ran past its deadline
 """
@@ -44,6 +45,11 @@ class DockerConfigFileError(CredentialSourceError):
 
 class CredentialHelperError(CredentialSourceError):
     """A docker credential helper is missing, exited non-zero, timed out or answered garbage."""
+
+
+class CloudCredentialError(CredentialSourceError):
+    """A cloud backend could not get a registry token: no identity, a refused or throttled call,
+    an unreachable endpoint, or an image host that is not the cloud's registry."""
 
 
 class ResponseError(ProviderError):

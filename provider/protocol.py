@@ -13,3 +13,8 @@ RESPONSE_KIND = "CredentialProviderResponse"
 # A request is an image name plus at most a service account token and a few annotations: a
 # few KiB. Anything near this size is not from a kubelet.
 MAX_REQUEST_BYTES = 1024 * 1024
+
+# The kubelet kills a plugin at 60 s; our own deadline stays below, leaving time to read our
+# error. The default is what a call gets unless the config or --timeout says otherwise.
+MAX_TIMEOUT_SECONDS = 55.0
+DEFAULT_TIMEOUT_SECONDS = 30.0

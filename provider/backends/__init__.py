@@ -17,10 +17,10 @@ __all__ = ["AVAILABLE", "PLANNED", "Answer", "Backend", "Credential", "Lookup", 
 AVAILABLE = {
     "dockerconfig": "provider.backends.dockerconfig:DockerConfigBackend",
     "anonymous": "provider.backends.anonymous:AnonymousBackend",
+    "ecr": "provider.backends.ecr:EcrBackend",
 }
 # Named in configs (and the embedded default) but not built yet.
 PLANNED = {
-    "ecr": "AWS ECR",
     "gar": "Google Artifact Registry / GCR",
     "acr": "Azure Container Registry",
 }

@@ -199,3 +199,37 @@ def pytest_runtest_makereport(
                 continue
             report.sections.append((f"{name} log (last 30 lines)", "\n".join(text.splitlines()[-30:])))
     return report
+
+
+# --- AWS: moto (ECR, STS), a recording front for it, and a strict IMDSv2 fake -----------------
+# Appended for the ECR backend's tests; see tests/infra/moto.py and tests/infra/imds.py.
+
+from tests.infra.imds import ImdsFake  # noqa: E402 - kept with the AWS fixtures
+from tests.infra.moto import AwsFront, MotoServer, start_moto_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """``moto_server`` on a loopback port for the whole session; stopped at the end."""
+    server = _setup(lambda: start_moto_server(tmp_path_factory.mktemp("moto")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_front(moto_server: MotoServer) -> Iterator[AwsFront]:
+    """A fresh ``AwsFront`` (no faults, no recorded calls) in front of the session's moto."""
+    front = AwsFront(moto_server)
+    try:
+        yield front
+    finally:
+        front.stop()
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsFake]:
+    """A fresh strict IMDSv2 fake (region us-east-1, an instance role)."""
+    with ImdsFake() as fake:
+        yield fake
