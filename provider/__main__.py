@@ -181,17 +181,13 @@ def _read_request(stdin: BinaryIO, limit: int, seconds: float) -> bytes:
 def _timeout_flag(value: str | None) -> float | None:
     if value is None:
         return None
-    from provider import goduration
     from provider.errors import ConfigError
-    from provider.protocol import MAX_TIMEOUT_SECONDS
+    from provider.protocol import parse_timeout
 
     try:
-        seconds = goduration.parse_seconds(value)
-    except ValueError:
-        raise ConfigError(f"--timeout: expected a Go duration like '30s', got {value!r}") from None
-    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
-        raise ConfigError(f"--timeout: expected more than 0s and at most 55s, got {value!r}")
-    return seconds
+        return parse_timeout(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _kubelet_mode(
@@ -228,8 +224,7 @@ def _full_path(
     """Everything the fast path could not answer: config, backends, the disk cache's policy."""
     import signal
 
-    from provider.cache import CredentialStore
-    from provider.cachekeys import cache_dir, config_version, environment_version
+    from provider.cachekeys import config_version
     from provider.config import load_config
     from provider.deadline import Deadline
     from provider.kubelet import decode_request, encode_response
@@ -237,21 +232,16 @@ def _full_path(
 
     version = config_version(path)  # before reading it: a later edit must not inherit this plan
     config = load_config(path)
+    warn = _Warn(stderr)
     timeout = (timeout_flag or config.timeout_seconds) - (time.monotonic() - started)
     deadline = Deadline(max(timeout, 0.001))
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     # A backstop for anything not bounded by the deadline itself; the grace lets bounded
     # operations (a helper's timeout) report their own, more precise error first.
     signal.setitimer(signal.ITIMER_REAL, deadline.remaining() + ALARM_GRACE_SECONDS)
-    warn = _Warn(stderr)
     try:
         request = decode_request(data)
-        cache = None
-        if config.cache.enabled:
-            store = CredentialStore(cache_dir(config.cache.dir, os.environ), warn)
-            cache = CacheContext(
-                store, config_version=version, environment_version=environment_version(os.environ)
-            )
+        cache = CacheContext.open(config, config_version=version, environ=os.environ, warn=warn)
         # Whatever a library might print goes to stderr: stdout carries the response alone.
         real_stdout, sys.stdout = sys.stdout, stderr
         try:

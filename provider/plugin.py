@@ -27,7 +27,7 @@ import msgspec
 from provider import goduration
 from provider.backends import Answer, Lookup, load_backend
 from provider.cache import CredentialStore, Plan
-from provider.cachekeys import cache_seconds, file_version, plan_key
+from provider.cachekeys import cache_dir, cache_seconds, environment_version, file_version, plan_key
 from provider.config import ProviderConfig, Rule
 from provider.credcache import obtain
 from provider.deadline import Deadline
@@ -127,6 +127,22 @@ class CacheContext:
         self.config_version = config_version
         self.environment_version = environment_version
         self.rng = rng or random.Random()
+
+    @classmethod
+    def open(
+        cls,
+        config: ProviderConfig,
+        *,
+        config_version: str,
+        environ: Mapping[str, str],
+        warn: Callable[[str], None],
+    ) -> CacheContext | None:
+        """The disk cache as ``config`` and ``environ`` place it, or None when the config turns it
+        off. ``config_version`` must be taken before the config was read."""
+        if not config.cache.enabled:
+            return None
+        store = CredentialStore(cache_dir(config.cache.dir, environ), warn)
+        return cls(store, config_version=config_version, environment_version=environment_version(environ))
 
 
 def respond(

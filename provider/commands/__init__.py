@@ -19,6 +19,11 @@ __all__ = ["COMMANDS", "Streams"]
 
 COMMANDS: dict[str, str] = {
     "cache": "provider.commands.cache",
+    "test": "provider.commands.test",
+    "validate": "provider.commands.validate",
+    "render": "provider.commands.render",
+    "verify": "provider.commands.verify",
+    "doctor": "provider.commands.doctor",
 }
 
 

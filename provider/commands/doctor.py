@@ -1,0 +1,499 @@
+"""``doctor``: is this node able to run the plugin? One line per check: ok, warn or fail.
+
+The interpreter; the zipapp's extraction directory and the disk cache's directory (owners and
+modes: code and credentials the kubelet runs as root must not be writable by others); our
+config; for each configured backend, its identity source (the docker config files and their
+helpers, AWS IMDS, the GCE metadata server, Azure IMDS, their environment variables); the
+proxy environment; a clock skew hint from the servers' ``Date`` headers. Network probes run
+in parallel under short timeouts, so the command never hangs; nothing secret is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import http.client
+import os
+import shutil
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import msgspec
+
+from provider.commands import Streams
+from provider.commands.common import EXIT_CODES, EXIT_USAGE, UsageError, load_provider_config, timeout_seconds
+from provider.config import DockerConfigRule, ProviderConfig
+from provider.errors import ProviderError
+from provider.output import Check, Status, add_output_argument, checks_table, emit_json, exit_code, worst
+from provider.registryclient import redact_url
+
+HELP = "check this node: interpreter, directories, config, each backend's identity source, proxy, clock"
+EPILOG = EXIT_CODES.format(
+    ok="no check failed (warnings may be printed)",
+    failure="at least one check failed",
+)
+DEFAULT_TIMEOUT_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 2.0
+DEFAULT_PEX_ROOT = "/var/lib/registry-credential-provider/pex"
+SKEW_WARN_SECONDS = 30.0
+AWS_IMDS = "http://169.254.169.254"
+AZURE_IMDS = "http://169.254.169.254"
+GCE_METADATA = "metadata.google.internal"
+METADATA_HOSTS = ("169.254.169.254", GCE_METADATA)
+
+
+class DoctorReport(msgspec.Struct, kw_only=True):
+    ok: bool
+    status: str
+    checks: list[Check]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also probe this registry's /v2/ over https (reachability, TLS, clock); repeatable",
+    )
+    parser.add_argument(
+        "--ca-file", metavar="FILE", help="a CA certificate to trust for --registry", default=None
+    )
+    add_output_argument(parser)
+    parser.epilog = EPILOG
+
+
+# --- bounded network probes ---------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """One HTTP request run in a thread; ``result`` is (status, headers) or an error string."""
+
+    name: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    status: int | None = None
+    headers_out: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    elapsed_ms: float = 0.0
+
+    def run(self, timeout: float) -> None:
+        started = time.monotonic()
+        parts = urlsplit(self.url)
+        connection = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request(self.method, target, headers=self.headers)
+            reply = connection.getresponse()
+            reply.read(65536)
+            self.status = reply.status
+            self.headers_out = {key.lower(): value for key, value in reply.getheaders()}
+        except OSError as exc:
+            self.error = type(exc).__name__ if not str(exc) else str(exc)
+        except http.client.HTTPException as exc:
+            self.error = f"not HTTP: {type(exc).__name__}"
+        finally:
+            connection.close()
+            self.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+
+
+def run_probes(probes: list[Probe], deadline: float) -> None:
+    """Run ``probes`` in parallel daemon threads; any still running at ``deadline`` is abandoned
+    (name resolution is not bounded by socket timeouts, threads are)."""
+    threads = []
+    for probe in probes:
+        timeout = max(0.1, min(PROBE_TIMEOUT_SECONDS, deadline - time.monotonic()))
+        thread = threading.Thread(target=probe.run, args=(timeout,), daemon=True)
+        thread.start()
+        threads.append((probe, thread))
+    for probe, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            probe.error = "no answer in time"
+
+
+def _date_skew(dates: list[tuple[str, str]]) -> list[tuple[str, float]]:
+    skews = []
+    now = time.time()
+    for name, date in dates:
+        try:
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            continue
+        skews.append((name, now - server))
+    return skews
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+class _Doctor:
+    def __init__(self, args: argparse.Namespace, environ: Mapping[str, str], deadline: float) -> None:
+        self.args = args
+        self.environ = environ
+        self.deadline = deadline
+        self.checks: list[Check] = []
+        self.probes: list[Probe] = []
+        self.later: list[Callable[[], None]] = []
+        self.dates: list[tuple[str, str]] = []  # (server, its Date header)
+
+    def add(self, status: Status, check: str, detail: str) -> None:
+        self.checks.append(Check(status=status, check=check, detail=detail))
+
+    def interpreter(self) -> None:
+        version = sys.version.split()[0]
+        supported = (3, 10) <= sys.version_info[:2] < (3, 14)
+        status: Status = "ok" if supported else "warn"
+        extra = "" if supported else " (the zipapp is built and tested for CPython 3.10-3.13)"
+        self.add(status, "python", f"{sys.implementation.name} {version} at {sys.executable}{extra}")
+        uid = os.geteuid()
+        if uid == 0:
+            self.add("ok", "user", "root, as the kubelet runs plugins")
+        else:
+            self.add(
+                "warn",
+                "user",
+                f"uid {uid}: the kubelet runs plugins as root, "
+                "so files and directories may look different to it",
+            )
+
+    def zipapp(self) -> None:
+        root = self.environ.get("PEX_ROOT") or DEFAULT_PEX_ROOT
+        pex = self.environ.get("PEX")
+        where = (
+            f"running from the zipapp {pex}" if pex else f"not running from the zipapp (prefix {sys.prefix})"
+        )
+        if not os.path.exists(root):
+            status: Status = "warn" if pex else "ok"
+            self.add(status, "zipapp dir", f"{root} does not exist; {where}")
+            return
+        problem = _unsafe_path(root)
+        if problem:
+            self.add(
+                "fail",
+                "zipapp dir",
+                f"{root}: {problem}: others could change the code the kubelet runs as root",
+            )
+            return
+        self.add("ok", "zipapp dir", f"{root}: {_describe(root)}; {where}")
+
+    def config(self) -> ProviderConfig | None:
+        try:
+            path, config = load_provider_config(self.args.config, self.environ)
+        except ProviderError as exc:
+            self.add("fail", "config", str(exc))
+            return None
+        backends = ", ".join(dict.fromkeys(str(rule.__struct_config__.tag) for rule in config.rules))
+        self.add("ok", "config", f"{path or 'embedded default'}: {len(config.rules)} rules ({backends})")
+        return config
+
+    def cache_dir(self, config: ProviderConfig) -> None:
+        cache = getattr(config, "cache", None)
+        if cache is None:
+            self.add("ok", "cache dir", "no disk cache in this build")
+            return
+        if not getattr(cache, "enabled", True):
+            self.add("ok", "cache dir", "disabled in the config (cache.enabled: false)")
+            return
+        try:
+            from provider.cachekeys import cache_dir, dir_problem
+        except ImportError:
+            self.add("ok", "cache dir", "no disk cache in this build")
+            return
+        path = cache_dir(getattr(cache, "dir", None), self.environ)
+        problem = dir_problem(path)
+        if problem is None:
+            self.add("ok", "cache dir", f"{path}: {_describe(path)}")
+        elif problem == "does not exist":
+            parent = os.path.dirname(path.rstrip("/")) or "/"
+            if os.access(parent, os.W_OK):
+                self.add(
+                    "ok", "cache dir", f"{path} does not exist yet; it is created (mode 700) on first use"
+                )
+            else:
+                self.add(
+                    "warn",
+                    "cache dir",
+                    f"{path} does not exist and {parent} is not writable for us: no cache",
+                )
+        else:
+            self.add("fail", "cache dir", f"{path} {problem}: credentials are not cached there")
+
+    def backends(self, config: ProviderConfig) -> None:
+        from provider.backends import AVAILABLE
+
+        seen: set[str] = set()
+        for index, rule in enumerate(config.rules):
+            backend = str(rule.__struct_config__.tag)
+            if isinstance(rule, DockerConfigRule):
+                self._dockerconfig(index, rule)
+                continue
+            if backend in seen:
+                continue
+            seen.add(backend)
+            if backend == "anonymous":
+                self.add("ok", "anonymous", "needs no identity")
+                continue
+            if backend not in AVAILABLE:
+                self.add(
+                    "warn", backend, f"backend {backend!r} is not in this build: its images fail for now"
+                )
+            {"ecr": self._aws, "gar": self._gcp, "acr": self._azure}.get(backend, lambda: None)()
+
+    def _dockerconfig(self, index: int, rule: DockerConfigRule) -> None:
+        from provider.backends.dockerconfig import default_files, read_auth_file
+
+        name = f"rules[{index}] dockerconfig"
+        files = rule.files if rule.files is not None else default_files(self.environ)
+        present: list[str] = []
+        helpers: set[str] = set()
+        for path in files:
+            try:
+                parsed = read_auth_file(path)
+            except ProviderError as exc:
+                self.add("fail", name, str(exc))
+                continue
+            if parsed is None:
+                continue
+            present.append(f"{path} ({len(parsed.auths)} auths)")
+            helpers.update(parsed.cred_helpers.values())
+            if parsed.creds_store:
+                helpers.add(parsed.creds_store)
+        if not present:
+            self.add(
+                "warn",
+                name,
+                f"none of its files exists ({', '.join(files)}): its images are pulled anonymously",
+            )
+        else:
+            self.add("ok", name, "; ".join(present))
+        path_env = self.environ.get("PATH", os.defpath)
+        for helper in sorted(helpers):
+            found = shutil.which(f"docker-credential-{helper}", path=path_env)
+            if found:
+                self.add("ok", name, f"helper docker-credential-{helper}: {found}")
+            else:
+                self.add(
+                    "fail",
+                    name,
+                    f"helper docker-credential-{helper} is not on PATH ({path_env}): lookups using it fail",
+                )
+
+    def _env_sources(self, names: list[str], files: list[str]) -> list[str]:
+        found = [name for name in names if self.environ.get(name)]
+        found += [path for path in files if path and os.path.exists(path)]
+        return found
+
+    def _metadata(
+        self, backend: str, probe: Probe, env_sources: list[str], accept: Callable[[Probe], bool]
+    ) -> None:
+        self.probes.append(probe)
+
+        def report() -> None:
+            if probe.error is None and probe.status is not None and accept(probe):
+                self.add("ok", backend, f"{probe.name} answered {probe.status} in {probe.elapsed_ms:g} ms")
+                return
+            what = f"unreachable ({probe.error})" if probe.error is not None else f"answered {probe.status}"
+            if env_sources:
+                self.add("ok", backend, f"{probe.name} {what}; identity from {', '.join(env_sources)}")
+            else:
+                self.add("fail", backend, f"no identity source: {probe.name} at {probe.url} {what}")
+
+        self.later.append(report)
+
+    def _aws(self) -> None:
+        env = self._env_sources(
+            [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            ],
+            [self.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")],
+        )
+        if self.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+            status: Status = "ok" if env else "fail"
+            self.add(
+                status,
+                "ecr",
+                "IMDS disabled (AWS_EC2_METADATA_DISABLED); " + (", ".join(env) or "no identity"),
+            )
+            return
+        base = self.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or AWS_IMDS
+        probe = Probe(
+            name="AWS IMDSv2",
+            method="PUT",
+            url=base.rstrip("/") + "/latest/api/token",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        self._metadata("ecr", probe, env, lambda p: p.status == 200)
+
+    def _gcp(self) -> None:
+        env = self._env_sources([], [self.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")])
+        host = self.environ.get("GCE_METADATA_HOST") or self.environ.get("GCE_METADATA_IP") or GCE_METADATA
+        probe = Probe(
+            name="GCE metadata server",
+            method="GET",
+            url=f"http://{host}/computeMetadata/v1/instance/service-accounts/",
+            headers={"Metadata-Flavor": "Google"},
+        )
+        self._metadata("gar", probe, env, lambda p: p.headers_out.get("metadata-flavor") == "Google")
+
+    def _azure(self) -> None:
+        env = self._env_sources(
+            ["IDENTITY_ENDPOINT", "AZURE_FEDERATED_TOKEN_FILE"], ["/etc/kubernetes/azure.json"]
+        )
+        base = self.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or AZURE_IMDS
+        probe = Probe(
+            name="Azure IMDS",
+            method="GET",
+            url=base.rstrip("/") + "/metadata/instance?api-version=2021-02-01",
+            headers={"Metadata": "true"},
+        )
+        self._metadata("acr", probe, env, lambda p: p.status == 200)
+
+    def proxy(self, config: ProviderConfig | None) -> None:
+        shown = []
+        for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+            value = self.environ.get(name) or self.environ.get(name.lower())
+            if value:
+                shown.append(f"{name}={redact_url(value) if name != 'NO_PROXY' else value}")
+        if not shown:
+            self.add("ok", "proxy", "no proxy variables set")
+            return
+        cloud = config is not None and any(
+            str(r.__struct_config__.tag) in ("ecr", "gar", "acr") for r in config.rules
+        )
+        no_proxy = (self.environ.get("NO_PROXY") or self.environ.get("no_proxy") or "").split(",")
+        missing = [host for host in METADATA_HOSTS if host not in {e.strip() for e in no_proxy}]
+        proxied = self.environ.get("HTTP_PROXY") or self.environ.get("http_proxy")
+        if cloud and proxied and missing:
+            self.add(
+                "warn",
+                "proxy",
+                f"{'; '.join(shown)}: add {', '.join(missing)} to NO_PROXY, "
+                "metadata servers are not reachable "
+                "through a proxy",
+            )
+        else:
+            self.add("ok", "proxy", "; ".join(shown))
+
+    def registries(self) -> None:
+        for host in self.args.registry:
+            probe_check = f"registry {host}"
+            self.later.append(self._registry_probe(host, probe_check))
+
+    def _registry_probe(self, host: str, check: str) -> Callable[[], None]:
+        from provider.registryclient import Client, RegistryError
+
+        result: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                client = Client(
+                    environ=self.environ,
+                    remaining=lambda: min(PROBE_TIMEOUT_SECONDS, self.deadline - time.monotonic()),
+                    ca_file=self.args.ca_file,
+                )
+                response = client.get(f"https://{host}/v2/")
+                result["response"] = response
+            except RegistryError as exc:
+                result["error"] = f"{exc.kind}: {exc}"
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+
+        def report() -> None:
+            thread.join(max(0.0, self.deadline - time.monotonic()))
+            response = result.get("response")
+            if thread.is_alive():
+                self.add("fail", check, "no answer in time")
+            elif "error" in result:
+                self.add("fail", check, str(result["error"]))
+            elif response is not None:
+                from provider.registryclient import Response
+
+                assert isinstance(response, Response)
+                status: Status = "ok" if response.status in (200, 401) else "warn"
+                self.add(status, check, f"GET /v2/: {response.status}")
+                date = response.header("Date")
+                if date:
+                    self.dates.append((f"registry {host}", date))
+
+        return report
+
+    def clock(self) -> None:
+        dates = [(p.name, p.headers_out["date"]) for p in self.probes if "date" in p.headers_out]
+        skews = _date_skew(dates + self.dates)
+        if not skews:
+            self.add("ok", "clock", "not compared: no server answered with a Date (try --registry HOST)")
+            return
+        name, skew = max(skews, key=lambda item: abs(item[1]))
+        ahead = "ahead of" if skew > 0 else "behind"
+        detail = f"{abs(skew):.0f}s {ahead} {name} (Date header; one-second resolution)"
+        if abs(skew) > SKEW_WARN_SECONDS:
+            self.add("warn", "clock", detail + ": tokens may look expired or not yet valid; check NTP")
+        else:
+            self.add("ok", "clock", detail)
+
+
+def _unsafe_path(path: str) -> str | None:
+    """Why ``path`` or a directory above it is writable by someone other than root or us."""
+    current = os.path.abspath(path)
+    uid = os.geteuid()
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            return f"{current} cannot be inspected ({exc.strerror})"
+        if info.st_uid not in (0, uid):
+            return f"{current} is owned by uid {info.st_uid}"
+        sticky = bool(info.st_mode & stat.S_ISVTX)
+        if info.st_mode & 0o022 and not sticky:
+            return f"{current} is writable by group or others (mode {info.st_mode & 0o777:o})"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def _describe(path: str) -> str:
+    info = os.stat(path)
+    return f"owner uid {info.st_uid}, mode {info.st_mode & 0o777:o}"
+
+
+def run(args: argparse.Namespace, streams: Streams) -> int:
+    try:
+        seconds = timeout_seconds(args, DEFAULT_TIMEOUT_SECONDS)
+    except UsageError as exc:
+        streams.stderr.write(f"registry-credential-provider: error: {exc} (see --help)\n")
+        return EXIT_USAGE
+    doctor = _Doctor(args, os.environ, time.monotonic() + seconds)
+    doctor.interpreter()
+    doctor.zipapp()
+    config = doctor.config()
+    if config is not None:
+        doctor.cache_dir(config)
+        doctor.backends(config)
+    doctor.proxy(config)
+    doctor.registries()
+    run_probes(doctor.probes, doctor.deadline)
+    for report in doctor.later:
+        report()
+    doctor.clock()
+    status = worst(doctor.checks)
+    if args.output == "json":
+        emit_json(streams, DoctorReport(ok=status != "fail", status=status, checks=doctor.checks))
+    else:
+        from provider.output import use_colour
+
+        counts = {level: sum(c.status == level for c in doctor.checks) for level in ("ok", "warn", "fail")}
+        summary = f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail\n"
+        streams.out(checks_table(doctor.checks, colour=use_colour(streams)) + summary)
+    return exit_code(doctor.checks)
