@@ -14,7 +14,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint typecheck pytest zipapp lock clean
+.PHONY: run test bench lint typecheck pytest zipapp dist lock clean
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -45,6 +45,11 @@ bench: $(VENV)/.installed $(ZIPAPP)
 
 $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py
 	$(BIN)/python packaging/build_zipapp.py --output $@ --runtime-pex-root $(RUNTIME_PEX_ROOT)
+
+# Release files in dist/release: one zipapp per CPU (x86_64, aarch64, each with only its own
+# wheels, botocore's data trimmed), install.sh, PACKAGES.txt (versions, licenses), SHA256SUMS.
+dist: $(VENV)/.installed
+	$(BIN)/python packaging/build_release.py --output-dir dist/release --runtime-pex-root $(RUNTIME_PEX_ROOT)
 
 # Re-pin what goes into the zipapp (only when deliberately upgrading).
 lock: $(VENV)/.installed

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "render": "provider.commands.render",
     "verify": "provider.commands.verify",
     "doctor": "provider.commands.doctor",
+    "install": "provider.commands.install",
+    "uninstall": "provider.commands.uninstall",
 }
 
 

@@ -1,0 +1,1 @@
+fleet/base/install.sh
