@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_zipapp import LOCK, pex_command  # the one pex invocation, shared with `make zipapp`
+
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORMS_DIR = ROOT / "packaging" / "platforms"
-LOCK = ROOT / "packaging" / "pex.lock"
 NAME = "registry-credential-provider"
-INTERPRETER_CONSTRAINT = "CPython>=3.10,<3.14"
-ENTRY_POINT = "provider.__main__:entry_point"
 ARCHES = ("x86_64", "aarch64")
 BOTOCORE_SERVICES = ("ecr", "ecr-public", "sts")
 MANYLINUX_FLOOR = (2, 17)
@@ -418,6 +418,7 @@ def build_arch(
     if not sources:
         raise SystemExit(f"no complete platforms for {arch} under {PLATFORMS_DIR}")
     platforms: list[str] = []
+    capped_platforms: list[Path] = []
     allowed_tags: set[str] = set()
     for source in sources:
         capped_platform = cap_manylinux(json.loads(source.read_text()), floor)
@@ -428,6 +429,7 @@ def build_arch(
         capped.parent.mkdir(parents=True, exist_ok=True)
         capped.write_text(json.dumps(capped_platform, indent=1))
         platforms += ["--complete-platform", str(capped)]
+        capped_platforms.append(capped)
     # Stage 1: the locked wheels, hash-checked by pex against the lock.
     wheelhouse = work / "wheelhouse"
     _run([_bin("pex3"), "download", "--lock", str(LOCK), "--wheel", "-d", str(wheelhouse), *platforms])
@@ -437,28 +439,7 @@ def build_arch(
         lock = work / "pex.lock"
         lock.write_text(json.dumps(locked_with(LOCK, "botocore", wheel), indent=2))
     # Stage 2: the zipapp, from the lock (with the trimmed botocore where there is one).
-    _run(
-        [
-            _bin("pex"),
-            "--lock",
-            str(lock),
-            "--package",
-            "provider",
-            "--entry-point",
-            ENTRY_POINT,
-            "--venv",
-            "--sh-boot",
-            "--runtime-pex-root",
-            runtime_pex_root,
-            "--interpreter-constraint",
-            INTERPRETER_CONSTRAINT,
-            "--no-emit-warnings",
-            "--no-compile",
-            *platforms,
-            "--output-file",
-            str(output),
-        ]
-    )
+    _run(pex_command(output, runtime_pex_root, lock=lock, platforms=capped_platforms))
     strip_distributions(output, allowed_tags)
     _, versions = locked_projects()
     locked = {normalize(n): v for n, v in versions.items()}

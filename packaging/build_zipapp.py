@@ -13,22 +13,28 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCK = ROOT / "packaging" / "pex.lock"
 INTERPRETER_CONSTRAINT = "CPython>=3.10,<3.14"
 ENTRY_POINT = "provider.__main__:entry_point"
 
 
-def pex_command(output: Path, runtime_pex_root: str) -> list[str]:
-    """The pex invocation that builds ``output``."""
-    platforms = sorted((ROOT / "packaging" / "platforms").glob("*.json"))
+def pex_command(
+    output: Path, runtime_pex_root: str, *, lock: Path = LOCK, platforms: Sequence[Path] | None = None
+) -> list[str]:
+    """The pex invocation that builds ``output`` (the release build passes its own lock and
+    platforms; by default, this machine's architecture's platforms in packaging/platforms/)."""
+    if platforms is None:
+        platforms = sorted((ROOT / "packaging" / "platforms").glob("*.json"))
     if not platforms:
         raise SystemExit("no complete platforms in packaging/platforms/")
     command = [
         str(Path(sys.executable).parent / "pex"),
         "--lock",
-        str(ROOT / "packaging" / "pex.lock"),
+        str(lock),
         "--package",
         "provider",
         "--entry-point",
