@@ -621,3 +621,54 @@ def test_json_output_lists_every_change(tmp_path: Path, zipapp: Path) -> None:
     assert document["validation"]["ok"] is True
     code, out, err = install(root, zipapp, "--kubelet-version", "1.33", "--output", "json")
     assert json.loads(out)["changed"] is False
+
+
+def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, restart_fails: bool = False) -> Path:
+    """A ``systemctl`` on PATH that knows a loaded ``kubelet`` unit and logs every call."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    log = tmp_path / "systemctl.log"
+    script = bindir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'case "$*" in\n'
+        '  "show --property=LoadState --value kubelet") echo loaded ;;\n'
+        '  "show "*) echo not-found ;;\n'
+        f'  "restart "*) {"echo boom >&2; exit 1" if restart_fails else "exit 0"} ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return log
+
+
+def test_restart_kubelet_is_refused_under_another_root(
+    tmp_path: Path, zipapp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = fake_systemctl(tmp_path, monkeypatch)
+    root = make_root(tmp_path, "kubeadm")
+    before = dump(root)
+    code, _out, err = install(root, zipapp, "--kubelet-version", "1.33", "--restart-kubelet")
+    assert code == 1
+    assert "--restart-kubelet needs the node itself (--root /)" in err
+    assert dump(root) == before
+    assert not log.exists()
+
+
+def test_restart_uses_the_flavours_loaded_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider.install.installer import _restart
+
+    log = fake_systemctl(tmp_path, monkeypatch)
+    said: list[str] = []
+    _restart(FLAVOURS["kubeadm"], said.append)
+    assert "restart kubelet" in log.read_text().splitlines()
+    assert said == ["restarted kubelet"]
+
+
+def test_a_failed_kubelet_restart_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider.install.installer import InstallError, _restart
+
+    fake_systemctl(tmp_path, monkeypatch, restart_fails=True)
+    with pytest.raises(InstallError, match="systemctl restart kubelet failed: boom"):
+        _restart(FLAVOURS["kubeadm"], lambda message: None)
