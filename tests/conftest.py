@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# The tests talk CRI to containerd over gRPC and also start servers as child processes. gRPC's
+# fork handlers then run in each child between fork and exec, and once aborted a starting
+# registry (SIGABRT); children here always exec at once, so the handlers are not needed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 pytest_plugins = ["tests.infra.fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent

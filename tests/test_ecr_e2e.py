@@ -390,3 +390,27 @@ def test_drop_in_honours_an_explicit_config(
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["auth"] == {}
     assert aws_front.calls == []
+
+
+def test_a_kubelet_restart_is_answered_from_the_disk_cache(
+    ecr_registry: RegistryFixture,
+    containerd: Containerd,
+    aws_front: AwsFront,
+    imds: ImdsFake,
+    zipapp: Path,
+    tmp_path: Path,
+) -> None:
+    """The kubelet forgets its cache on restart and pulls images of one registry in parallel;
+    the token API is asked once, the rest come from the disk cache."""
+    containerd.map_host(ECR_HOST, ecr_registry.registry)
+    config = kubelet_config(PROVIDER, aws_env(aws_front, imds, tmp_path), args=["get-credentials"])
+    first = simulator(zipapp.parent, config)
+    credentials = first.pull(f"{ECR_HOST}/team/app:v1")
+    ran_cleanly(first)
+    for image in (f"{ECR_HOST}/team/app:v1", f"{ECR_HOST}/other/app:v1"):
+        restarted = simulator(zipapp.parent, config)  # a new kubelet: an empty memory cache
+        assert restarted.pull(image) == credentials
+        ran_cleanly(restarted)
+        assert restarted.execs, "the restarted kubelet must have run the plugin"
+        assert containerd.pull_like_kubelet(image, credentials) == ecr_registry.image.image_id
+    assert len(aws_front.calls) == 1
