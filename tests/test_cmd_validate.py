@@ -570,6 +570,22 @@ def test_token_mode_warnings(tmp_path: Path) -> None:
     assert "render --rbac --audience sts.amazonaws.com" in result.stdout
     assert "cacheType Token" in warnings
     assert "no rule's backend uses the service account token" in warnings
+    assert "the kubelet caches per Token (tokenAttributes.cacheType) but our disk cache keys pod" in warnings
+
+
+@pytest.mark.parametrize("cache_type", ["ServiceAccount", "Token"])
+def test_kubelet_and_disk_cache_agree_on_the_cache_type(tmp_path: Path, cache_type: str) -> None:
+    config = our_rules(tmp_path)
+    config.write_text(config.read_text() + f"cache:\n  serviceAccountCacheType: {cache_type}\n")
+    path = kubelet_config(
+        tmp_path,
+        provider(args=["--config", str(config)], tokenAttributes=token(cacheType=cache_type)),
+    )
+    result = run(["validate", "--kubelet-config", str(path)])
+    assert result.code == 0
+    assert f"ok    config             {config}: 2 rules" in result.stdout  # ours was read
+    assert "no rule's backend uses the service account token" in result.stdout  # token checks ran
+    assert "our disk cache keys pod credentials" not in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -436,6 +436,14 @@ class _Validation:
                 "cacheType Token: the kubelet caches per token, in practice per pod, so the plugin runs "
                 "for every new pod; ServiceAccount is enough unless the token itself is the password",
             )
+        ours = config.cache.service_account_cache_type if config is not None else None
+        if ours is not None and attributes.cache_type and ours != attributes.cache_type:
+            self.add(
+                "warn",
+                where,
+                f"the kubelet caches per {attributes.cache_type} (tokenAttributes.cacheType) but our disk "
+                f"cache keys pod credentials per {ours} (cache.serviceAccountCacheType): set both alike",
+            )
         if config is not None and not any(
             str(r.__struct_config__.tag) in TOKEN_BACKENDS for r in config.rules
         ):
