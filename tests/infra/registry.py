@@ -146,11 +146,13 @@ def write_htpasswd(path: Path, users: Mapping[str, str], last_mtime_ns: int = 0)
     return mtime_ns
 
 
-def _config_yaml(port: int, storage: Path, htpasswd: Path, tls: TLSFiles | None) -> str:
-    # JSON-style quoting keeps paths safe inside YAML.
-    def q(value: str | Path) -> str:
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+def quote(value: str | Path) -> str:
+    """A YAML scalar for any path or string (JSON-style quoting is valid YAML)."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+
+def _config_yaml(port: int, storage: Path, auth: str, tls: TLSFiles | None) -> str:
+    """The registry's config; ``auth`` is its ``auth:`` section (htpasswd or token)."""
     text = (
         "version: 0.1\n"
         "log:\n"
@@ -158,54 +160,45 @@ def _config_yaml(port: int, storage: Path, htpasswd: Path, tls: TLSFiles | None)
         "  formatter: text\n"
         "storage:\n"
         "  filesystem:\n"
-        f"    rootdirectory: {q(storage)}\n"
+        f"    rootdirectory: {quote(storage)}\n"
         "  delete:\n"
         "    enabled: true\n"
         "  maintenance:\n"
         "    uploadpurging:\n"
         "      enabled: false\n"
         "http:\n"
-        f"  addr: {q(f'127.0.0.1:{port}')}\n"
-        f"  secret: {q(secrets.token_hex(16))}\n"
+        f"  addr: {quote(f'127.0.0.1:{port}')}\n"
+        f"  secret: {quote(secrets.token_hex(16))}\n"
     )
     if tls is not None:
-        text += f"  tls:\n    certificate: {q(tls.server_cert)}\n    key: {q(tls.server_key)}\n"
-    text += f"auth:\n  htpasswd:\n    realm: test-registry\n    path: {q(htpasswd)}\n"
-    return text
+        text += f"  tls:\n    certificate: {quote(tls.server_cert)}\n    key: {quote(tls.server_key)}\n"
+    return text + auth
 
 
-def start_registry(
+def serve_registry(
     workdir: Path,
     *,
-    tls: TLSFiles | None = None,
+    auth: str,
+    tls: TLSFiles | None,
+    timeout: float,
+    what: str = "registry",
+    htpasswd_file: Path | None = None,
     users: Mapping[str, str] | None = None,
-    timeout: float = 20.0,
+    mtime_ns: int = 0,
 ) -> Registry:
-    """Start ``docker-registry serve`` on a free 127.0.0.1 port; return once ``/v2/`` answers 401.
-
-    Storage, config, htpasswd and ``registry.log`` live in ``workdir``.
-    """
+    """Start ``docker-registry serve`` with the ``auth`` section on a free 127.0.0.1 port; return
+    once ``/v2/`` answers 401 (another port on a lost race for one)."""
     __tracebackhide__ = True  # never show the secrets in its arguments
     binary = require_binary("docker-registry")
-    require_binary("htpasswd")
-    workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
     storage.mkdir(exist_ok=True)
-    htpasswd = workdir / "htpasswd"
     log_file = workdir / "registry.log"
-    for user, password in (users or {}).items():
-        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
-            raise ValueError(
-                f"password of {user!r} is longer than 72 bytes; use add_user(allow_long_password=True)"
-            )
-    # Written before the start: without the file the registry would create one with a random user.
-    mtime_ns = write_htpasswd(htpasswd, users or {})
     scheme = "https" if tls else "http"
     last_error = ""
     for _attempt in range(5):
         port = free_port()
         config = workdir / "config.yml"
-        config.write_text(_config_yaml(port, storage, htpasswd, tls))
+        config.write_text(_config_yaml(port, storage, auth, tls))
         registry = Registry(
             host=f"127.0.0.1:{port}",
             url=f"{scheme}://127.0.0.1:{port}",
@@ -214,7 +207,7 @@ def start_registry(
             ca_dir=tls.ca_dir if tls else None,
             workdir=workdir,
             log_file=log_file,
-            htpasswd_file=htpasswd,
+            htpasswd_file=htpasswd_file or workdir / "unused-htpasswd",
             storage_dir=storage,
             process=start_server([binary, "serve", str(config)], log_file),
             _users=dict(users or {}),
@@ -232,7 +225,7 @@ def start_registry(
                 return False
 
         try:
-            wait_until(answers_401, timeout=timeout, what=f"registry on {registry.url}", abort=died)
+            wait_until(answers_401, timeout=timeout, what=f"{what} on {registry.url}", abort=died)
         except InfraError as exc:
             registry.stop()
             last_error = f"{exc}\n--- {log_file} (tail) ---\n{tail(log_file)}"
@@ -241,3 +234,31 @@ def start_registry(
             raise InfraError(last_error) from None
         return registry
     raise InfraError(last_error)
+
+
+def start_registry(
+    workdir: Path,
+    *,
+    tls: TLSFiles | None = None,
+    users: Mapping[str, str] | None = None,
+    timeout: float = 20.0,
+) -> Registry:
+    """Start ``docker-registry serve`` on a free 127.0.0.1 port; return once ``/v2/`` answers 401.
+
+    Storage, config, htpasswd and ``registry.log`` live in ``workdir``.
+    """
+    __tracebackhide__ = True  # never show the secrets in its arguments
+    require_binary("htpasswd")
+    workdir.mkdir(parents=True, exist_ok=True)
+    htpasswd = workdir / "htpasswd"
+    for user, password in (users or {}).items():
+        if len(password.encode()) > BCRYPT_MAX_PASSWORD_BYTES:
+            raise ValueError(
+                f"password of {user!r} is longer than 72 bytes; use add_user(allow_long_password=True)"
+            )
+    # Written before the start: without the file the registry would create one with a random user.
+    mtime_ns = write_htpasswd(htpasswd, users or {})
+    auth = f"auth:\n  htpasswd:\n    realm: test-registry\n    path: {quote(htpasswd)}\n"
+    return serve_registry(
+        workdir, auth=auth, tls=tls, timeout=timeout, htpasswd_file=htpasswd, users=users, mtime_ns=mtime_ns
+    )

@@ -30,16 +30,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.infra._util import (
-    InfraError,
-    free_port,
     require_binary,
     run_checked,
-    start_server,
-    stop_process,
-    tail,
-    wait_until,
 )
-from tests.infra.registry import Registry
+from tests.infra.registry import Registry, quote, serve_registry
 from tests.infra.tls import TLSFiles
 
 SERVICE = "test-registry"
@@ -206,72 +200,14 @@ class TokenServer:
             self._server.server_close()
 
 
-def _config_yaml(port: int, storage: Path, token: TokenServer, tls: TLSFiles | None) -> str:
-    def q(value: str | Path) -> str:
-        return json.dumps(str(value))
-
-    text = (
-        "version: 0.1\n"
-        "log:\n  level: info\n  formatter: text\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {q(storage)}\n"
-        "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-        f"http:\n  addr: {q(f'127.0.0.1:{port}')}\n  secret: {q(secrets.token_hex(16))}\n"
-    )
-    if tls is not None:
-        text += f"  tls:\n    certificate: {q(tls.server_cert)}\n    key: {q(tls.server_key)}\n"
-    text += (
-        "auth:\n  token:\n"
-        f"    realm: {q(token.realm)}\n    service: {q(token.service)}\n"
-        f"    issuer: {q(token.issuer)}\n    rootcertbundle: {q(token.signing.ca_cert)}\n"
-    )
-    return text
-
-
 def start_token_registry(
     workdir: Path, token: TokenServer, *, tls: TLSFiles | None = None, timeout: float = 20.0
 ) -> Registry:
     """``docker-registry serve`` with ``auth.token`` pointing at ``token``; returns once /v2/ answers 401."""
-    binary = require_binary("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
-    storage = workdir / "storage"
-    storage.mkdir(exist_ok=True)
-    log_file = workdir / "registry.log"
-    scheme = "https" if tls else "http"
-    last_error = ""
-    for _attempt in range(5):
-        port = free_port()
-        config = workdir / "config.yml"
-        config.write_text(_config_yaml(port, storage, token, tls))
-        registry = Registry(
-            host=f"127.0.0.1:{port}",
-            url=f"{scheme}://127.0.0.1:{port}",
-            tls=tls is not None,
-            ca_file=tls.ca_cert if tls else None,
-            ca_dir=tls.ca_dir if tls else None,
-            workdir=workdir,
-            log_file=log_file,
-            htpasswd_file=workdir / "unused-htpasswd",
-            storage_dir=storage,
-            process=start_server([binary, "serve", str(config)], log_file),
-        )
-
-        def died(reg: Registry = registry) -> str | None:
-            code = reg.process.poll()
-            return None if code is None else f"docker-registry exited with {code}"
-
-        def answers_401(reg: Registry = registry) -> bool:
-            try:
-                return reg.v2_status() == 401
-            except OSError:
-                return False
-
-        try:
-            wait_until(answers_401, timeout=timeout, what=f"token registry on {registry.url}", abort=died)
-        except InfraError as exc:
-            stop_process(registry.process)
-            last_error = f"{exc}\n--- {log_file} (tail) ---\n{tail(log_file)}"
-            if "address already in use" in tail(log_file, 5):
-                continue
-            raise InfraError(last_error) from None
-        return registry
-    raise InfraError(last_error)
+    auth = (
+        "auth:\n  token:\n"
+        f"    realm: {quote(token.realm)}\n    service: {quote(token.service)}\n"
+        f"    issuer: {quote(token.issuer)}\n    rootcertbundle: {quote(token.signing.ca_cert)}\n"
+    )
+    return serve_registry(workdir, auth=auth, tls=tls, timeout=timeout, what="token registry")
