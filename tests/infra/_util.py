@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from http.server import HTTPServer
 from pathlib import Path
 
 # Which Debian package ships each binary the infrastructure runs.
@@ -198,3 +200,30 @@ def scratch_dir() -> Path:
         _scratch = Path(tempfile.mkdtemp(prefix="rcp-infra-"))
         atexit.register(shutil.rmtree, _scratch, True)
     return _scratch
+
+
+class ThreadedServer:
+    """A loopback HTTP server of a fake, answering from a daemon thread; ``serve`` starts it."""
+
+    _server: HTTPServer | None = None
+
+    def serve(self, server: HTTPServer, name: str) -> None:
+        self._server = server
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        ).start()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not serving"
+        port: int = self._server.server_address[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

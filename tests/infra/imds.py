@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
+from tests.infra._util import ThreadedServer
+
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TTL_SECONDS = 21600
@@ -126,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_DELETE = do_PATCH = do_HEAD = _not_allowed
 
 
-class ImdsFake:
+class ImdsFake(ThreadedServer):
     """A running fake. ``url`` is what ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` should hold."""
 
     def __init__(
@@ -149,24 +151,7 @@ class ImdsFake:
         self.requests: list[ImdsRequest] = []
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="imds-fake", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        port: int = self._server.server_address[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.serve(_Server(self), "imds-fake")
 
     def __enter__(self) -> ImdsFake:
         return self

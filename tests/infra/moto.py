@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.infra._util import (
     InfraError,
     MissingToolError,
+    ThreadedServer,
     free_port,
     start_server,
     stop_process,
@@ -277,7 +278,7 @@ def _error(service: str, status: int, code: str, message: str) -> tuple[int, byt
     )
 
 
-class AwsFront:
+class AwsFront(ThreadedServer):
     """A running front for ``moto``; ``url`` goes into ``AWS_ENDPOINT_URL_*`` (or ``HTTP_PROXY``)."""
 
     def __init__(self, moto: MotoServer) -> None:
@@ -287,20 +288,7 @@ class AwsFront:
         self.calls: list[AwsCall] = []
         self._faults: dict[str, _Fault] = {}
         self._lock = threading.Lock()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="aws-front", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        port: int = self._server.server_address[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.serve(_Server(self), "aws-front")
 
     def fail(
         self, operation: str, code: str, message: str = "", *, status: int = 400, times: int | None = None
@@ -316,10 +304,6 @@ class AwsFront:
     def calls_of(self, operation: str) -> list[AwsCall]:
         with self._lock:
             return [call for call in self.calls if call.operation == operation]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def _record(self, call: AwsCall) -> None:
         with self._lock:

@@ -21,7 +21,6 @@ import binascii
 import json
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tests.infra._util import (
+    ThreadedServer,
     require_binary,
     run_checked,
 )
@@ -80,7 +80,7 @@ def make_signing_files(directory: Path) -> SigningFiles:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(ThreadedServer):
     """The token endpoint. ``users`` maps user -> password; ``acl`` maps user ("" = anonymous)
     -> repository ("*" = any) -> allowed actions."""
 
@@ -190,14 +190,8 @@ class TokenServer:
                 token = server.sign(claims)
                 self.reply(200, {"token": token, "access_token": token, "expires_in": TOKEN_SECONDS})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler), "token-server")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 def start_token_registry(
