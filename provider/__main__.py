@@ -10,10 +10,11 @@ stdin and prints one CredentialProviderResponse. Exit codes:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from provider import __version__
@@ -21,6 +22,8 @@ from provider import __version__
 if TYPE_CHECKING:
     import argparse
     from types import FrameType
+
+    from provider.deadline import Deadline
 
 PROG = "registry-credential-provider"
 DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"
@@ -200,61 +203,40 @@ def _kubelet_mode(
     from provider.protocol import DEFAULT_TIMEOUT_SECONDS, MAX_REQUEST_BYTES
 
     data = _read_request(stdin, MAX_REQUEST_BYTES, timeout_flag or DEFAULT_TIMEOUT_SECONDS)
+    from provider import core
     from provider.locations import config_path
 
-    path = config_path(args.config, os.environ)
-    from provider import fastpath
-
-    cached = fastpath.answer(path, data, os.environ)
-    if cached is not None:
-        stdout.write(cached)
-        stdout.flush()
-        return EXIT_OK
-    return _full_path(path, data, timeout_flag, started, stdout, stderr)
-
-
-def _full_path(
-    path: str | None,
-    data: bytes,
-    timeout_flag: float | None,
-    started: float,
-    stdout: BinaryIO,
-    stderr: TextIO,
-) -> int:
-    """Everything the fast path could not answer: config, backends, the disk cache's policy."""
-    import signal
-
-    from provider.cachekeys import config_version
-    from provider.config import load_config
-    from provider.deadline import Deadline
-    from provider.kubelet import decode_request, encode_response
-    from provider.plugin import CacheContext, respond
-
-    version = config_version(path)  # before reading it: a later edit must not inherit this plan
-    config = load_config(path)
-    warn = _Warn(stderr)
-    timeout = (timeout_flag or config.timeout_seconds) - (time.monotonic() - started)
-    deadline = Deadline(max(timeout, 0.001))
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    # A backstop for anything not bounded by the deadline itself; the grace lets bounded
-    # operations (a helper's timeout) report their own, more precise error first.
-    signal.setitimer(signal.ITIMER_REAL, deadline.remaining() + ALARM_GRACE_SECONDS)
-    try:
-        request = decode_request(data)
-        cache = CacheContext.open(config, config_version=version, environ=os.environ, warn=warn)
-        # Whatever a library might print goes to stderr: stdout carries the response alone.
-        real_stdout, sys.stdout = sys.stdout, stderr
-        try:
-            outcome = respond(request, config, deadline=deadline, environ=os.environ, warn=warn, cache=cache)
-        finally:
-            sys.stdout = real_stdout
-        response = encode_response(outcome.response)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    stdout.write(response)
+    reply = core.answer(
+        data,
+        config_path=config_path(args.config, os.environ),
+        environ=os.environ,
+        timeout=timeout_flag,
+        started=started,
+        warn=_Warn(stderr),
+        guard=_guard,
+    )
+    stdout.write(reply.stdout)
     stdout.flush()
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _guard(deadline: Deadline) -> Iterator[None]:
+    """The process-wide parts of a full-path call: a SIGALRM backstop for anything the deadline
+    itself does not bound (the grace lets bounded operations, such as a helper's timeout, report
+    their own, more precise error first), and stdout reserved for the response alone."""
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, deadline.remaining() + ALARM_GRACE_SECONDS)
+    # Whatever a library might print goes to stderr.
+    real_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = real_stdout
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _internal_error(exc: BaseException) -> str:

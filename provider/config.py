@@ -22,13 +22,20 @@ rule with a matching entry answers. A rule without ``match`` answers every image
 
 from __future__ import annotations
 
-import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 import msgspec
 
 from provider import goduration
+from provider.backends import BACKENDS, BY_NAME
+from provider.backends.acr import AcrRule
+from provider.backends.anonymous import AnonymousRule
+from provider.backends.base import CloudRule, RuleBase
+from provider.backends.dockerconfig import DockerConfigRule
+from provider.backends.ecr import EcrRule
+from provider.backends.gar import GarRule
 from provider.errors import ConfigError
+from provider.fieldchecks import check_absolute_path, check_duration
 from provider.locations import CONFIG_ENV
 from provider.matching import BadURLError, parse_schemeless
 from provider.protocol import MAX_TIMEOUT_SECONDS
@@ -37,11 +44,15 @@ __all__ = [
     "API_VERSION",
     "CONFIG_ENV",
     "KIND",
+    "AcrRule",
     "AnonymousRule",
     "CloudRule",
     "DockerConfigRule",
+    "EcrRule",
+    "GarRule",
     "ProviderConfig",
     "Rule",
+    "RuleBase",
     "load_config",
 ]
 
@@ -50,70 +61,12 @@ KIND = "ProviderConfig"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
-class RuleBase(
-    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", tag_field="backend", frozen=True
-):
-    """Fields every rule has.
-
-    ``match``: kubelet globs this rule answers (absent: every image). ``cacheDuration``: how long
-    the kubelet may keep our answer, overriding what the backend would suggest (it is still
-    capped by the credential's own expiry).
-    """
-
-    match: list[str] | None = None
-    cache_duration: str | None = None
-
-
-class DockerConfigRule(RuleBase, tag="dockerconfig", frozen=True):
-    """Credentials from docker ``config.json`` / containers ``auth.json`` files and their helpers.
-
-    ``files``: the files to search, in order (absent: the node's usual files, see
-    ``provider.backends.dockerconfig.default_files``). ``helperTimeout``: the longest a
-    ``docker-credential-*`` helper may run. ``helperCacheDuration``: how long a helper's answer
-    is kept in the disk cache (``0s``: ask the helper every time).
-    """
-
-    files: list[str] | None = None
-    helper_timeout: str = "10s"
-    helper_cache_duration: str = "5m"
-
-
-class AnonymousRule(RuleBase, tag="anonymous", frozen=True):
-    """Public images: answer with no credentials, so the kubelet pulls anonymously."""
-
-
-class CloudRule(RuleBase, frozen=True):
-    """A cloud registry backend (its options arrive with the backend itself)."""
-
-
-class EcrRule(CloudRule, tag="ecr", frozen=True):
-    """AWS Elastic Container Registry, through the node's or the pod's IAM identity.
-
-    ``region`` / ``registryId``: the registry, when the image host does not say (a mirror, a
-    pull-through cache or a VPC endpoint name served under another host; such a rule needs
-    ``match``) or to override what it says. ``endpoint``: the ECR API URL to call instead of the
-    region's (``https://vpce-....api.ecr.<region>.vpce.amazonaws.com``). ``roleArnAnnotations``:
-    ServiceAccount annotations naming the role to assume for a pod, first present wins (the
-    kubelet must list them in ``tokenAttributes``). ``requirePodIdentity``: fail instead of
-    falling back to the node's identity when a request has no token or no role.
-    """
-
-    region: str | None = None
-    registry_id: str | None = None
-    endpoint: str | None = None
-    role_arn_annotations: tuple[str, ...] = ("eks.amazonaws.com/ecr-role-arn",)
-    require_pod_identity: bool = False
-
-
-class GarRule(CloudRule, tag="gar", frozen=True):
-    """Google Artifact Registry and Container Registry, through Google identities."""
-
-
-class AcrRule(CloudRule, tag="acr", frozen=True):
-    """Azure Container Registry, through Entra identities."""
-
-
-Rule = DockerConfigRule | AnonymousRule | EcrRule | GarRule | AcrRule
+# The rule union: every backend's rule struct, told apart by its ``backend`` tag. mypy sees the
+# common base; msgspec decodes the exact union.
+if TYPE_CHECKING:
+    Rule = RuleBase
+else:
+    Rule = Union[tuple(spec.rule for spec in BACKENDS)]  # noqa: UP007 - built from the table at run time
 
 
 class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
@@ -149,22 +102,6 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, r
         return goduration.parse_seconds(self.default_cache_duration)
 
 
-def _duration_error(path: str, value: str) -> ConfigError:
-    return ConfigError(f"{path}: expected a Go duration such as '30s', '5m' or '12h', got {value!r}")
-
-
-def _check_duration(path: str, value: str, *, maximum: float | None = None, positive: bool = False) -> None:
-    try:
-        seconds = goduration.parse_seconds(value)
-    except ValueError:
-        raise _duration_error(path, value) from None
-    if seconds < 0 or (positive and seconds == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ConfigError(f"{path}: expected a {kind} duration, got {value!r}")
-    if maximum is not None and seconds > maximum:
-        raise ConfigError(f"{path}: at most {maximum:g}s (the kubelet kills plugins at 60s), got {value!r}")
-
-
 def _check_glob(path: str, glob: str) -> None:
     if not glob:
         raise ConfigError(f"{path}: expected a kubelet image glob such as '*.example.com', got ''")
@@ -182,10 +119,10 @@ def validate(config: ProviderConfig) -> ProviderConfig:
         raise ConfigError(f"$.apiVersion: expected {API_VERSION!r}, got {config.api_version!r}")
     if config.kind != KIND:
         raise ConfigError(f"$.kind: expected {KIND!r}, got {config.kind!r}")
-    _check_duration("$.timeout", config.timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True)
-    _check_duration("$.defaultCacheDuration", config.default_cache_duration)
-    if config.cache.dir is not None and not os.path.isabs(config.cache.dir):
-        raise ConfigError(f"$.cache.dir: expected an absolute path, got {config.cache.dir!r}")
+    check_duration("$.timeout", config.timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True)
+    check_duration("$.defaultCacheDuration", config.default_cache_duration)
+    if config.cache.dir is not None:
+        check_absolute_path("$.cache.dir", config.cache.dir)
     catch_all: int | None = None
     for index, rule in enumerate(config.rules):
         path = f"$.rules[{index}]"
@@ -200,75 +137,9 @@ def validate(config: ProviderConfig) -> ProviderConfig:
         for position, glob in enumerate(rule.match or ()):
             _check_glob(f"{path}.match[{position}]", glob)
         if rule.cache_duration is not None:
-            _check_duration(f"{path}.cacheDuration", rule.cache_duration)
-        if isinstance(rule, DockerConfigRule):
-            _check_duration(
-                f"{path}.helperTimeout", rule.helper_timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True
-            )
-            _check_duration(f"{path}.helperCacheDuration", rule.helper_cache_duration)
-            for position, file in enumerate(rule.files or ()):
-                if not os.path.isabs(file):
-                    raise ConfigError(f"{path}.files[{position}]: expected an absolute path, got {file!r}")
-        _check_ecr_rule(path, rule)
+            check_duration(f"{path}.cacheDuration", rule.cache_duration)
+        BY_NAME[rule.backend].check_rule(path, rule)
     return config
-
-
-def _check_ecr_rule(path: str, rule: Rule) -> None:
-    if not isinstance(rule, EcrRule):
-        return
-    from provider.aws.hosts import is_region  # the patterns load only for configs with an ECR rule
-
-    if rule.region is not None and not is_region(rule.region):
-        raise ConfigError(f"{path}.region: expected an AWS region such as 'us-east-1', got {rule.region!r}")
-    if rule.region is not None and rule.match is None:
-        raise ConfigError(
-            f"{path}.region: a rule naming its registry needs 'match', or every image would get ECR tokens"
-        )
-    registry_id = rule.registry_id
-    if registry_id is not None and not (
-        len(registry_id) == 12 and registry_id.isascii() and registry_id.isdigit()
-    ):
-        raise ConfigError(f"{path}.registryId: expected a 12-digit AWS account id, got {registry_id!r}")
-    if rule.endpoint is not None:
-        _check_endpoint(f"{path}.endpoint", rule.endpoint)
-    for position, key in enumerate(rule.role_arn_annotations):
-        _check_annotation_key(f"{path}.roleArnAnnotations[{position}]", key)
-
-
-def _check_endpoint(path: str, endpoint: str) -> None:
-    from urllib.parse import urlsplit
-
-    url = urlsplit("")
-    try:
-        url = urlsplit(endpoint)
-        host = url.hostname or ""
-        url.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        host = ""
-    if not host or url.path not in ("", "/") or url.query or url.fragment or url.username:
-        raise ConfigError(
-            f"{path}: expected a URL such as 'https://api.ecr.us-east-1.amazonaws.com', got {endpoint!r}"
-        )
-    loopback = host in ("127.0.0.1", "::1", "localhost")
-    if url.scheme != "https" and not (url.scheme == "http" and loopback):
-        raise ConfigError(f"{path}: expected an https:// URL (http only on loopback), got {endpoint!r}")
-
-
-def _check_annotation_key(path: str, key: str) -> None:
-    """A Kubernetes qualified name, as the kubelet requires of tokenAttributes annotation keys."""
-    prefix, slash, name = key.rpartition("/")
-    name_ok = 0 < len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
-    name_ok = name_ok and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name)
-    labels = prefix.split(".")
-    prefix_ok = not slash or (
-        0 < len(prefix) <= 253
-        and all(label and label[0].isalnum() and label[-1].isalnum() for label in labels)
-        and all(c.isascii() and (c.islower() or c.isdigit() or c in "-.") for c in prefix)
-    )
-    if not (name_ok and prefix_ok):
-        raise ConfigError(
-            f"{path}: expected an annotation key such as 'eks.amazonaws.com/ecr-role-arn', got {key!r}"
-        )
 
 
 def decode_config(data: bytes, source: str) -> ProviderConfig:
@@ -296,9 +167,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-BACKEND_NAMES = ("dockerconfig", "anonymous", "ecr", "gar", "acr")
-
-
 def _path_first(message: str) -> str:
     """msgspec says 'Expected `int`, got `str` - at `$.rules[0]`'; operators read the path first."""
     what, sep, where = message.rpartition(" - at ")
@@ -307,7 +175,7 @@ def _path_first(message: str) -> str:
     where = where.strip("`")
     hint = ""
     if where.endswith(".backend") and what.startswith("Invalid value"):
-        hint = f" (expected one of: {', '.join(BACKEND_NAMES)})"
+        hint = f" (expected one of: {', '.join(spec.name for spec in BACKENDS)})"
     return f"{where}: {_one_line(what)}{hint}"
 
 

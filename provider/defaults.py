@@ -1,46 +1,45 @@
 """The embedded configuration, used when no config file is given.
 
-Known cloud registry hosts go to their cloud backends; every other image is looked up in the
-node's docker config files. The globs use the kubelet's semantics (``*`` is one host label),
-so each host shape is listed; the backends check the host precisely themselves.
+Derived from the backends' table: each backend that claims hosts gets a rule for them, in the
+table's order, with ``onNoIdentity: next``, so that on a node of another cloud (or none) its
+images fall through to the last rule, the node's docker config files, which answers every other
+image too. The globs use the kubelet's semantics (``*`` is one host label), so each host shape
+is listed; the backends check the host precisely themselves.
 """
 
 from __future__ import annotations
 
 import os
 
-from provider.config import API_VERSION, KIND, AcrRule, DockerConfigRule, EcrRule, GarRule, ProviderConfig
+from provider.backends import BACKENDS
+from provider.backends.acr import ACR_GLOBS
+from provider.backends.base import CloudRule, RuleBase
+from provider.backends.dockerconfig import DockerConfigRule
+from provider.backends.ecr import ECR_GLOBS
+from provider.backends.gar import GAR_GLOBS
+from provider.config import API_VERSION, KIND, ProviderConfig
 
-ECR_PRIVATE_SUFFIXES = (
-    "amazonaws.com",
-    "amazonaws.com.cn",
-    "amazonaws.eu",
-    "c2s.ic.gov",
-    "sc2s.sgov.gov",
-    "cloud.adc-e.uk",
-    "csp.hci.ic.gov",
-)
-ECR_DUALSTACK_SUFFIXES = ("on.aws", "on.amazonwebservices.com.cn")
-ECR_PUBLIC_HOSTS = ("public.ecr.aws", "ecr-public.aws.com")
+__all__ = [
+    "ACR_GLOBS",
+    "DEFAULT_CONFIG",
+    "ECR_DROP_IN_CONFIG_FILE",
+    "ECR_DROP_IN_NAME",
+    "ECR_GLOBS",
+    "GAR_GLOBS",
+]
 
-ECR_GLOBS = (
-    *(f"*.dkr.{service}.*.{suffix}" for suffix in ECR_PRIVATE_SUFFIXES for service in ("ecr", "ecr-fips")),
-    *(f"*.{kind}.*.{suffix}" for suffix in ECR_DUALSTACK_SUFFIXES for kind in ("dkr-ecr", "dkr-ecr-fips")),
-    *ECR_PUBLIC_HOSTS,
-)
-GAR_GLOBS = ("gcr.io", "*.gcr.io", "*.pkg.dev", "container.cloud.google.com")
-ACR_GLOBS = (
-    *(f"*.azurecr.{tld}" for tld in ("io", "cn", "us")),
-    *(f"*.*.geo.azurecr.{tld}" for tld in ("io", "cn", "us")),
-)
+
+def _host_rule(rule_type: type[RuleBase], globs: tuple[str, ...]) -> RuleBase:
+    if issubclass(rule_type, CloudRule):
+        return rule_type(match=list(globs), on_no_identity="next")
+    return rule_type(match=list(globs))
+
 
 DEFAULT_CONFIG = ProviderConfig(
     api_version=API_VERSION,
     kind=KIND,
     rules=[
-        EcrRule(match=list(ECR_GLOBS)),
-        GarRule(match=list(GAR_GLOBS)),
-        AcrRule(match=list(ACR_GLOBS)),
+        *(_host_rule(spec.rule, spec.default_globs) for spec in BACKENDS if spec.default_globs),
         DockerConfigRule(),
     ],
 )

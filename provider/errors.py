@@ -12,6 +12,7 @@ and only the CLI (``provider.__main__``) turns them into stderr and an exit code
     │   ├── DockerConfigFileError      a docker/podman auth file is unreadable or invalid
     │   ├── CredentialHelperError      a docker-credential-* helper is missing, failed or hung
     │   └── CloudCredentialError       a cloud identity or token API refused, failed or was unreachable
+    │       └── NoIdentityError        this node has no identity in that cloud at all (not on it)
     ├── ResponseError                  we were about to print a response the kubelet would reject
     └── DeadlineExceededError          the whole call ran past its deadline
 """
@@ -50,6 +51,11 @@ class CredentialHelperError(CredentialSourceError):
 class CloudCredentialError(CredentialSourceError):
     """A cloud backend could not get a registry token: no identity, a refused or throttled call,
     an unreachable endpoint, or an image host that is not the cloud's registry."""
+
+
+class NoIdentityError(CloudCredentialError):
+    """This node has no identity in the backend's cloud (it runs elsewhere, or none is set up):
+    found out quickly, so a rule with ``onNoIdentity: next`` can hand over to the next rule."""
 
 
 class ResponseError(ProviderError):

@@ -23,7 +23,9 @@ __all__ = [
     "CredentialProviderRequest",
     "CredentialProviderResponse",
     "decode_request",
+    "decode_response",
     "encode_response",
+    "request_bytes",
 ]
 
 
@@ -103,3 +105,24 @@ def decode_request(data: bytes) -> CredentialProviderRequest:
 def encode_response(response: CredentialProviderResponse) -> bytes:
     """The response as one line of JSON, the way the kubelet reads it."""
     return _encoder.encode(response) + b"\n"
+
+
+_response_decoder = msgspec.json.Decoder(CredentialProviderResponse)
+
+
+def decode_response(data: bytes) -> CredentialProviderResponse:
+    """A response we printed, read back strictly (for the operator commands)."""
+    return _response_decoder.decode(data)
+
+
+def request_bytes(
+    api_version: str, image: str, token: str = "", annotations: dict[str, str] | None = None
+) -> bytes:
+    """A request as the kubelet writes it: the token and annotations only in token mode."""
+    document: dict[str, object] = {"kind": REQUEST_KIND, "apiVersion": api_version, "image": image}
+    if token:
+        document["serviceAccountToken"] = token
+        document["serviceAccountAnnotations"] = annotations or {}
+    elif annotations:
+        document["serviceAccountAnnotations"] = annotations
+    return _encoder.encode(document) + b"\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["FLAVORS", "TOKEN_ANNOTATION_KEYS", "TOKEN_AUDIENCES", "Platform"]
+__all__ = ["FLAVORS", "TOKEN_AUDIENCES", "Platform"]
 
 PROVIDER_NAME = "registry-credential-provider"
 
@@ -110,17 +110,4 @@ FLAVORS: dict[str, Platform] = {
 TOKEN_AUDIENCES = {
     "eks": "sts.amazonaws.com",
     "aks": "api://AzureADTokenExchange",
-}
-
-# Token mode: the ServiceAccount annotations each cloud backend reads (see CLOUDS.md); the
-# kubelet passes only the keys its config lists.
-TOKEN_ANNOTATION_KEYS = {
-    "ecr": ("eks.amazonaws.com/ecr-role-arn", "eks.amazonaws.com/role-arn"),
-    "gar": ("iam.gke.io/gcp-service-account", "iam.gke.io/enable-wi-image-pull"),
-    "acr": (
-        "kubernetes.azure.com/acr-client-id",
-        "kubernetes.azure.com/acr-tenant-id",
-        "azure.workload.identity/client-id",
-        "azure.workload.identity/tenant-id",
-    ),
 }

@@ -417,8 +417,8 @@ def test_fast_path_answers_what_the_full_path_cached(tmp_path: Path) -> None:
     """After one full answer, the stdlib-only path answers byte for byte the same."""
     from provider.cachekeys import config_version, environment_version
     from provider.config import decode_config
+    from provider.fullpath import CacheContext, respond
     from provider.kubelet import encode_response
-    from provider.plugin import CacheContext, respond
 
     bindir = tmp_path / "bin"
     bindir.mkdir()

@@ -266,6 +266,7 @@ def test_cache_miss_then_hit_through_a_credential_helper(
         ["test", "registry.example.com/app", "--config", str(config), "-o", "json", "--no-cache"]
     ).json()
     assert (first["cache"], second["cache"], bypass["cache"]) == ("miss", "hit", "off")
+    assert (first["path"], second["path"], bypass["path"]) == ("full", "fast", "full")
     assert calls.read_text().count("x") == 2  # the hit did not run the helper
     for report in (first, second, bypass):
         assert report["response"]["auth"]["registry.example.com"] == {

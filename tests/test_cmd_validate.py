@@ -701,8 +701,10 @@ def test_our_config_alone(tmp_path: Path) -> None:
         tmp_path, "  - match: ['*.dkr.ecr.*.amazonaws.com']\n    backend: gar\n", name="gar.yaml"
     )
     result = run(["validate", "--config", str(ecr)])
-    if "gar" not in __import__("provider.backends", fromlist=["AVAILABLE"]).AVAILABLE:
-        assert "backend 'gar' is not in this build" in result.stdout
+    from provider.backends import built
+
+    # The warning stands exactly while the backend is not built: true today, false once it is.
+    assert ("backend 'gar' is not in this build" in result.stdout) == (not built("gar"))
 
 
 def test_golden_text_output(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from provider.config import AnonymousRule, DockerConfigRule, ProviderConfig, decode_config, load_config
 from provider.defaults import DEFAULT_CONFIG
 from provider.errors import ConfigError
-from provider.plugin import find_rule
+from provider.fullpath import find_rule
 
 HEAD = "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
 

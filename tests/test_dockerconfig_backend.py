@@ -1,4 +1,4 @@
-"""Unit tests for the ``dockerconfig`` backend, alone and through ``provider.plugin.respond``."""
+"""Unit tests for the ``dockerconfig`` backend, alone and through ``provider.fullpath.respond``."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from provider.backends.dockerconfig import MAX_FILE_BYTES, DockerConfigBackend, 
 from provider.config import API_VERSION, KIND, AnonymousRule, DockerConfigRule, ProviderConfig, Rule
 from provider.deadline import Deadline
 from provider.errors import CredentialHelperError, DeadlineExceededError, DockerConfigFileError
+from provider.fullpath import respond
 from provider.kubelet import CredentialProviderRequest, CredentialProviderResponse
 from provider.matching import parse_schemeless, urls_match
-from provider.plugin import respond
 
 DATA = Path(__file__).parent / "data" / "dockerconfig"
 SECRET = "backend-s3cret-do-not-leak"
@@ -682,7 +682,7 @@ def test_expired_deadline_runs_no_helper(env: Env) -> None:
     assert env.calls("store") == []
 
 
-# --- through provider.plugin.respond --------------------------------------------------------------------
+# --- through provider.fullpath.respond --------------------------------------------------------------------
 
 
 def respond_for(

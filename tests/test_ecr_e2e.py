@@ -260,9 +260,34 @@ def test_broken_imds_fails_with_the_chain_explained(
         imds.stop()
     else:
         imds.mode = "no-token"
-    sim = simulator(zipapp.parent, kubelet_config(PROVIDER, aws_env(aws_front, imds, tmp_path)))
+    # An explicit ECR rule fails closed (the embedded default would hand over to the node's
+    # docker config files instead: see the test below and tests/test_no_identity.py).
+    config = tmp_path / "ecr.json"
+    config.write_text(
+        '{"apiVersion": "registry-credential-provider/v1alpha1", "kind": "ProviderConfig", '
+        '"rules": [{"backend": "ecr"}]}'
+    )
+    env = aws_env(aws_front, imds, tmp_path)
+    sim = simulator(zipapp.parent, kubelet_config(PROVIDER, env, args=["--config", str(config)]))
     assert sim.pull(f"{ECR_HOST}/team/app:v1") == []
     failed_with(sim, "no AWS credentials for the node")
+    assert aws_front.calls == []
+
+
+def test_the_embedded_default_hands_a_node_without_aws_identity_to_docker_config(
+    aws_front: AwsFront, imds: ImdsFake, zipapp: Path, tmp_path: Path
+) -> None:
+    imds.stop()
+    sim = simulator(
+        zipapp.parent, kubelet_config(PROVIDER, aws_env(aws_front, imds, tmp_path, HOME=str(tmp_path)))
+    )
+    assert sim.pull(f"{ECR_HOST}/team/app:v1") == []  # no docker config here: empty auth, no failure
+    ran_cleanly(sim)
+    result = sim.results[-1].by_provider(PROVIDER)
+    assert result.exec is not None
+    [warning] = result.exec.stderr.decode().splitlines()
+    assert "no AWS credentials for the node" in warning
+    assert "hands over to the next matching rule" in warning
     assert aws_front.calls == []
 
 

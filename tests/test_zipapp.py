@@ -86,7 +86,7 @@ def _config_json_rule(tmp_path: Path) -> str:
 def test_dockerconfig_and_anonymous_import_no_cloud_sdk(zipapp: Path, tmp_path: Path) -> None:
     for rule in (_config_json_rule(tmp_path), "  - backend: anonymous\n"):
         modules = _modules_after_request(zipapp, tmp_path, rule, "registry.example.com/app")
-        assert "provider.plugin" in modules  # the request really went through the plugin
+        assert "provider.fullpath" in modules  # the request really went through the plugin
         assert [m for m in modules if m.startswith(CLOUD_SDK_PREFIXES)] == []
 
 

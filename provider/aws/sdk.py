@@ -45,7 +45,7 @@ from botocore.exceptions import (
 
 from provider import __version__
 from provider.aws.api import Budget, RoleCredentials, Target, TokenData
-from provider.errors import CloudCredentialError
+from provider.errors import CloudCredentialError, NoIdentityError
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -205,7 +205,7 @@ def _network_error(exc: BotoCoreError, what: str, secrets: tuple[str, ...]) -> C
 def _chain_error(exc: BotoCoreError) -> CloudCredentialError | None:
     """Failures of the node's credential chain (no identity, or a broken source)."""
     if isinstance(exc, NoCredentialsError):
-        return CloudCredentialError(
+        return NoIdentityError(
             "no AWS credentials for the node: the SDK chain (environment, AWS_PROFILE/shared config "
             "incl. credential_process, web identity, EKS Pod Identity, IMDSv2) found none; give the "
             "instance a role (a container needs IMDSv2 hop limit 2) or set AWS_* in the provider's env"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from provider.backends.base import Answer, Lookup
+from collections.abc import Mapping
+
+from provider.backends.base import Answer, BackendSpec, Finding, Lookup, RuleBase
+
+__all__ = ["SPEC", "AnonymousBackend", "AnonymousRule"]
 
 # Nothing about a public image's access changes quickly; an hour spares the kubelet execs.
 DEFAULT_CACHE_SECONDS = 3600.0
+
+
+class AnonymousRule(RuleBase, tag="anonymous", frozen=True):
+    """Public images: answer with no credentials, so the kubelet pulls anonymously."""
 
 
 class AnonymousBackend:
@@ -16,3 +24,16 @@ class AnonymousBackend:
 
     def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None:
         return None  # answering costs nothing
+
+
+def _doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[Finding]:
+    return [Finding("ok", "needs no identity")]
+
+
+SPEC = BackendSpec(
+    name="anonymous",
+    title="public images, no credentials",
+    rule=AnonymousRule,
+    backend=AnonymousBackend,
+    doctor=_doctor,
+)

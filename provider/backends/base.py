@@ -1,20 +1,70 @@
-"""What every backend receives and returns.
+"""What every backend is made of, receives and returns.
 
-A backend is a class with one method, ``get_credentials(lookup) -> Answer``. It imports its
-SDK inside that method (or a helper it calls), never at module level: the plugin is a
-short-lived process and every import is paid on every pull.
+A backend is one module under ``provider/backends/`` that exports a ``SPEC`` (a
+``BackendSpec``): its rule struct (a tagged ``RuleBase`` subclass, the rule's ``backend``
+name) and that rule's checks, the class that answers lookups, its doctor probe, the
+ServiceAccount annotations it reads in token mode, the hosts it claims in the embedded default
+config, and why it cannot run on this node. ``provider.backends.BACKENDS`` lists the specs;
+everything else (the config's rule union, the backend names, doctor's probes, the embedded
+default, render's token annotations) is derived from that table.
+
+A backend class has two methods, ``get_credentials(lookup) -> Answer`` and ``cache_key``.
+It imports its SDK inside ``get_credentials`` (or a helper it calls), never at module level:
+the plugin is a short-lived process and every import is paid on every pull.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import msgspec
 
-from provider.config import Rule
 from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
+
+__all__ = [
+    "Answer",
+    "Backend",
+    "BackendSpec",
+    "CloudRule",
+    "Credential",
+    "Finding",
+    "Lookup",
+    "RuleBase",
+]
+
+
+class RuleBase(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", tag_field="backend", frozen=True
+):
+    """Fields every rule has.
+
+    ``match``: kubelet globs this rule answers (absent: every image). ``cacheDuration``: how long
+    the kubelet may keep our answer, overriding what the backend would suggest (it is still
+    capped by the credential's own expiry).
+    """
+
+    match: list[str] | None = None
+    cache_duration: str | None = None
+
+    @property
+    def backend(self) -> str:
+        """The rule's ``backend`` name (its tag)."""
+        name: str = self.__struct_config__.tag  # type: ignore[assignment]
+        return name
+
+
+class CloudRule(RuleBase, frozen=True):
+    """Fields every cloud backend's rule has.
+
+    ``onNoIdentity``: what happens when this node has no identity in the backend's cloud (not
+    on that cloud, no SDK in this build, the backend not built): ``fail`` the image, or let
+    the ``next`` matching rule answer, with one warning. The embedded default uses ``next``,
+    so a cloud host is still served from the node's docker config files off that cloud.
+    """
+
+    on_no_identity: Literal["fail", "next"] = "fail"
 
 
 class Credential(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +115,7 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True):
     image: str
     host: str
     path: str
-    rule: Rule
+    rule: RuleBase
     deadline: Deadline
     environ: Mapping[str, str]
     warn: Callable[[str], None]
@@ -73,7 +123,8 @@ class Lookup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Backend(Protocol):
-    """Turns a lookup into an answer; raises a ``ProviderError`` subclass on failure.
+    """Turns a lookup into an answer; raises a ``ProviderError`` subclass on failure, and
+    ``NoIdentityError`` (quickly) when this node has no identity for it at all.
 
     ``cache_key`` names everything besides the backend, the registry host and the caller's
     identity (node, or the pod's service account, which the cache adds itself) that changes the
@@ -85,3 +136,50 @@ class Backend(Protocol):
     def get_credentials(self, lookup: Lookup) -> Answer: ...
 
     def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None: ...
+
+
+class Finding(NamedTuple):
+    """One line of ``doctor``'s report about a backend: ``ok``, ``warn`` or ``fail``, and why;
+    ``date``: a server asked on the way and its Date header, for ``doctor``'s clock check."""
+
+    status: Literal["ok", "warn", "fail"]
+    detail: str
+    date: tuple[str, str] | None = None
+
+
+def _no_checks(path: str, rule: RuleBase) -> None:
+    """A rule with nothing to check beyond its types."""
+
+
+def _nothing_missing(environ: Mapping[str, str]) -> str | None:
+    return None
+
+
+def _no_annotations(rule: RuleBase) -> tuple[str, ...]:
+    return ()
+
+
+class BackendSpec(NamedTuple):
+    """Everything about one backend, exported by its module as ``SPEC``.
+
+    ``name``: the rule's ``backend`` value. ``title``: what it serves, for people.
+    ``rule``: its rule struct. ``backend``: the class answering lookups (None: named in configs
+    but not built yet). ``check_rule(path, rule)``: what the rule's types cannot say; raises
+    ``ConfigError`` naming ``path``. ``doctor(rule, environ, timeout)``: findings about this
+    node for the rule, bounded by ``timeout``. ``token_annotations(rule)``: the ServiceAccount
+    annotations the rule reads (the kubelet passes only the keys its ``tokenAttributes`` list);
+    ``uses_token``: it acts on the pod's service account token. ``default_globs``: hosts it
+    claims in the embedded default. ``unavailable(environ)``: why it cannot run here (its SDK
+    is missing from this build...), or None.
+    """
+
+    name: str
+    title: str
+    rule: type[RuleBase]
+    backend: Callable[[], Backend] | None
+    doctor: Callable[[RuleBase, Mapping[str, str], float], list[Finding]]
+    check_rule: Callable[[str, RuleBase], None] = _no_checks
+    token_annotations: Callable[[RuleBase], tuple[str, ...]] = _no_annotations
+    uses_token: bool = False
+    default_globs: tuple[str, ...] = ()
+    unavailable: Callable[[Mapping[str, str]], str | None] = _nothing_missing

@@ -9,16 +9,42 @@ Files are read on every call, so edits apply without a restart.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
-from provider.backends.base import Answer, Credential, Lookup
+from provider.backends.base import Answer, BackendSpec, Credential, Finding, Lookup, RuleBase
 from provider.cachekeys import file_version
-from provider.config import DockerConfigRule
-from provider.errors import DockerConfigFileError
+from provider.errors import DockerConfigFileError, ProviderError
+from provider.fieldchecks import check_absolute_path, check_duration
+from provider.protocol import MAX_TIMEOUT_SECONDS
+
+__all__ = ["SPEC", "DockerConfigBackend", "DockerConfigRule", "default_files", "read_auth_file"]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+class DockerConfigRule(RuleBase, tag="dockerconfig", frozen=True):
+    """Credentials from docker ``config.json`` / containers ``auth.json`` files and their helpers.
+
+    ``files``: the files to search, in order (absent: the node's usual files, see
+    ``default_files``). ``helperTimeout``: the longest a ``docker-credential-*`` helper may run.
+    ``helperCacheDuration``: how long a helper's answer is kept in the disk cache (``0s``: ask
+    the helper every time).
+    """
+
+    files: list[str] | None = None
+    helper_timeout: str = "10s"
+    helper_cache_duration: str = "5m"
+
+
+def check_rule(path: str, rule: RuleBase) -> None:
+    assert isinstance(rule, DockerConfigRule)
+    check_duration(f"{path}.helperTimeout", rule.helper_timeout, maximum=MAX_TIMEOUT_SECONDS, positive=True)
+    check_duration(f"{path}.helperCacheDuration", rule.helper_cache_duration)
+    for position, file in enumerate(rule.files or ()):
+        check_absolute_path(f"{path}.files[{position}]", file)
 
 
 def default_files(environ: Mapping[str, str]) -> list[str]:
@@ -143,3 +169,55 @@ class DockerConfigBackend:
             )
             return None
         return Credential(username=found.username, password=found.secret)
+
+
+def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[Finding]:
+    """Which of the rule's files exist and parse, and whether the helpers they name are on PATH."""
+    assert isinstance(rule, DockerConfigRule)
+    findings: list[Finding] = []
+    files = rule.files if rule.files is not None else default_files(environ)
+    present: list[str] = []
+    helpers: set[str] = set()
+    for path in files:
+        try:
+            parsed = read_auth_file(path)
+        except ProviderError as exc:
+            findings.append(Finding("fail", str(exc)))
+            continue
+        if parsed is None:
+            continue
+        present.append(f"{path} ({len(parsed.auths)} auths)")
+        helpers.update(parsed.cred_helpers.values())
+        if parsed.creds_store:
+            helpers.add(parsed.creds_store)
+    if not present:
+        findings.append(
+            Finding(
+                "warn", f"none of its files exists ({', '.join(files)}): its images are pulled anonymously"
+            )
+        )
+    else:
+        findings.append(Finding("ok", "; ".join(present)))
+    path_env = environ.get("PATH", os.defpath)
+    for helper in sorted(helpers):
+        found = shutil.which(f"docker-credential-{helper}", path=path_env)
+        if found:
+            findings.append(Finding("ok", f"helper docker-credential-{helper}: {found}"))
+        else:
+            findings.append(
+                Finding(
+                    "fail",
+                    f"helper docker-credential-{helper} is not on PATH ({path_env}): lookups using it fail",
+                )
+            )
+    return findings
+
+
+SPEC = BackendSpec(
+    name="dockerconfig",
+    title="docker config.json and containers auth.json files, with their credential helpers",
+    rule=DockerConfigRule,
+    backend=DockerConfigBackend,
+    doctor=doctor,
+    check_rule=check_rule,
+)

@@ -22,25 +22,130 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from provider.aws.api import Budget, RoleCredentials, Target
 from provider.aws.hosts import (
     ECR_PUBLIC_REGION,
+    is_region,
     parse_host,
     parse_role_arn,
     partition_of_region,
     partition_public,
 )
-from provider.backends.base import Answer, Credential, Lookup
-from provider.config import EcrRule
-from provider.errors import CloudCredentialError
+from provider.backends.base import Answer, BackendSpec, CloudRule, Credential, Lookup, RuleBase
+from provider.backends.presence import IdentitySource, MetadataProbe, doctor_for, require_identity
+from provider.errors import CloudCredentialError, ConfigError
+from provider.fieldchecks import check_annotation_key, check_endpoint
 
 if TYPE_CHECKING:
     from provider.aws.api import AwsApi
 
-__all__ = ["EcrBackend", "resolve_target", "session_name"]
+__all__ = ["ECR_GLOBS", "SPEC", "EcrBackend", "EcrRule", "resolve_target", "session_name"]
+
+ECR_PRIVATE_SUFFIXES = (
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "amazonaws.eu",
+    "c2s.ic.gov",
+    "sc2s.sgov.gov",
+    "cloud.adc-e.uk",
+    "csp.hci.ic.gov",
+)
+ECR_DUALSTACK_SUFFIXES = ("on.aws", "on.amazonwebservices.com.cn")
+ECR_PUBLIC_HOSTS = ("public.ecr.aws", "ecr-public.aws.com")
+# The embedded default's globs: kubelet semantics (``*`` is one host label), so each host shape
+# is listed; ``parse_host`` checks a host precisely.
+ECR_GLOBS = (
+    *(f"*.dkr.{service}.*.{suffix}" for suffix in ECR_PRIVATE_SUFFIXES for service in ("ecr", "ecr-fips")),
+    *(f"*.{kind}.*.{suffix}" for suffix in ECR_DUALSTACK_SUFFIXES for kind in ("dkr-ecr", "dkr-ecr-fips")),
+    *ECR_PUBLIC_HOSTS,
+)
+
+
+class EcrRule(CloudRule, tag="ecr", frozen=True):
+    """AWS Elastic Container Registry, through the node's or the pod's IAM identity.
+
+    ``region`` / ``registryId``: the registry, when the image host does not say (a mirror, a
+    pull-through cache or a VPC endpoint name served under another host; such a rule needs
+    ``match``) or to override what it says. ``endpoint``: the ECR API URL to call instead of the
+    region's (``https://vpce-....api.ecr.<region>.vpce.amazonaws.com``). ``roleArnAnnotations``:
+    ServiceAccount annotations naming the role to assume for a pod, first present wins (the
+    kubelet must list them in ``tokenAttributes``). ``requirePodIdentity``: fail instead of
+    falling back to the node's identity when a request has no token or no role.
+    """
+
+    region: str | None = None
+    registry_id: str | None = None
+    endpoint: str | None = None
+    role_arn_annotations: tuple[str, ...] = ("eks.amazonaws.com/ecr-role-arn",)
+    require_pod_identity: bool = False
+
+
+def check_rule(path: str, rule: RuleBase) -> None:
+    assert isinstance(rule, EcrRule)
+    if rule.region is not None and not is_region(rule.region):
+        raise ConfigError(f"{path}.region: expected an AWS region such as 'us-east-1', got {rule.region!r}")
+    if rule.region is not None and rule.match is None:
+        raise ConfigError(
+            f"{path}.region: a rule naming its registry needs 'match', or every image would get ECR tokens"
+        )
+    registry_id = rule.registry_id
+    if registry_id is not None and not (
+        len(registry_id) == 12 and registry_id.isascii() and registry_id.isdigit()
+    ):
+        raise ConfigError(f"{path}.registryId: expected a 12-digit AWS account id, got {registry_id!r}")
+    if rule.endpoint is not None:
+        check_endpoint(f"{path}.endpoint", rule.endpoint, "https://api.ecr.us-east-1.amazonaws.com")
+    for position, key in enumerate(rule.role_arn_annotations):
+        check_annotation_key(f"{path}.roleArnAnnotations[{position}]", key, "eks.amazonaws.com/ecr-role-arn")
+
+
+def _aws_files(environ: Mapping[str, str]) -> list[str]:
+    """The files botocore would read an identity from: the web identity token and the shared
+    credentials and config files (with a profile in them)."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return [
+        environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", ""),
+        environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials"),
+        environ.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config"),
+    ]
+
+
+def _imds(environ: Mapping[str, str]) -> MetadataProbe:
+    ipv6 = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "").lower() == "ipv6"
+    base = environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or (
+        "http://[fd00:ec2::254]" if ipv6 else "http://169.254.169.254"
+    )
+    return MetadataProbe(
+        name="AWS IMDSv2",
+        method="PUT",
+        url=base.rstrip("/") + "/latest/api/token",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        accept=lambda status, headers: status == 200,
+    )
+
+
+NO_NODE_IDENTITY = (
+    "no AWS credentials for the node: the SDK chain (environment, AWS_PROFILE/shared config "
+    "incl. credential_process, web identity, EKS Pod Identity, IMDSv2) found none ({found}); give "
+    "the instance a role (a container needs IMDSv2 hop limit 2) or set AWS_* in the provider's env"
+)
+# botocore's credential chain, as far as it can be seen without botocore.
+IDENTITY = IdentitySource(
+    env=(
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ),
+    files=_aws_files,
+    metadata=_imds,
+    disabled=("AWS_EC2_METADATA_DISABLED", "true"),
+)
 
 ROLE_ARN_ENV = "AWS_ECR_ROLE_ARN"
 # A broken credential chain must fail well inside the kubelet's 60 s, and leave the kubelet
@@ -120,6 +225,9 @@ class EcrBackend:
 
     def __init__(self, api: AwsApi | None = None) -> None:
         self._api = api
+        # botocore's chain finds the node's identity, so its presence is checked before botocore
+        # loads; an injected api brings its own identity.
+        self._node_chain = api is None
 
     @property
     def api(self) -> AwsApi:
@@ -163,11 +271,13 @@ class EcrBackend:
         rule = lookup.rule
         assert isinstance(rule, EcrRule)
         target = resolve_target(lookup.host, rule)
-        budget = Budget(lookup.deadline.bound(AWS_BUDGET_SECONDS))
         token = lookup.request.service_account_token
         role = self._role(lookup, rule)
         if rule.require_pod_identity and role is None:
             raise CloudCredentialError(self._no_pod_identity(lookup, rule))
+        if role is None and self._node_chain:
+            require_identity(IDENTITY, lookup, NO_NODE_IDENTITY)
+        budget = Budget(lookup.deadline.bound(AWS_BUDGET_SECONDS))
 
         if target.service == "ecr-public":
             node_region = (
@@ -260,3 +370,24 @@ class EcrBackend:
                 f"{service} returned an authorization token that is not base64 of 'user:password'"
             )
         return username, password
+
+
+def unavailable(environ: Mapping[str, str]) -> str | None:
+    """Why ECR cannot be asked from this build: botocore is missing (a trimmed build)."""
+    import importlib.util
+
+    return None if importlib.util.find_spec("botocore") else "botocore, the AWS SDK, is not in this build"
+
+
+SPEC = BackendSpec(
+    name="ecr",
+    title="AWS ECR and ECR Public",
+    rule=EcrRule,
+    backend=EcrBackend,
+    doctor=doctor_for(IDENTITY, "AWS"),
+    check_rule=check_rule,
+    token_annotations=lambda rule: tuple(getattr(rule, "role_arn_annotations", ())),
+    uses_token=True,
+    default_globs=ECR_GLOBS,
+    unavailable=unavailable,
+)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from provider.cachekeys import config_version
 from provider.config import ProviderConfig, load_config
 from provider.errors import ProviderError
+from provider.fullpath import CacheContext
 from provider.locations import config_path
-from provider.plugin import CacheContext
 from provider.protocol import parse_timeout
 
 __all__ = [

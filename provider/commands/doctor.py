@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import email.utils
-import http.client
 import os
-import shutil
 import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import msgspec
 
+from provider.backends.base import BackendSpec, CloudRule, Finding, RuleBase
 from provider.commands import Streams
 from provider.commands.common import EXIT_CODES, EXIT_USAGE, UsageError, load_provider_config, timeout_seconds
-from provider.config import DockerConfigRule, ProviderConfig
+from provider.config import ProviderConfig
 from provider.errors import ProviderError
 from provider.output import Check, Status, add_output_argument, checks_table, emit_json, exit_code, worst
 from provider.registryclient import redact_url
@@ -41,10 +38,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 PROBE_TIMEOUT_SECONDS = 2.0
 DEFAULT_PEX_ROOT = "/var/lib/registry-credential-provider/pex"
 SKEW_WARN_SECONDS = 30.0
-AWS_IMDS = "http://169.254.169.254"
-AZURE_IMDS = "http://169.254.169.254"
-GCE_METADATA = "metadata.google.internal"
-METADATA_HOSTS = ("169.254.169.254", GCE_METADATA)
+METADATA_HOSTS = ("169.254.169.254", "metadata.google.internal")
 
 
 class DoctorReport(msgspec.Struct, kw_only=True):
@@ -68,57 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
 
 
-# --- bounded network probes ---------------------------------------------------------------------
-
-
-@dataclass
-class Probe:
-    """One HTTP request run in a thread; ``result`` is (status, headers) or an error string."""
-
-    name: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    status: int | None = None
-    headers_out: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    elapsed_ms: float = 0.0
-
-    def run(self, timeout: float) -> None:
-        started = time.monotonic()
-        parts = urlsplit(self.url)
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
-        try:
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            connection.request(self.method, target, headers=self.headers)
-            reply = connection.getresponse()
-            reply.read(65536)
-            self.status = reply.status
-            self.headers_out = {key.lower(): value for key, value in reply.getheaders()}
-        except OSError as exc:
-            self.error = type(exc).__name__ if not str(exc) else str(exc)
-        except http.client.HTTPException as exc:
-            self.error = f"not HTTP: {type(exc).__name__}"
-        finally:
-            connection.close()
-            self.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-
-
-def run_probes(probes: list[Probe], deadline: float) -> None:
-    """Run ``probes`` in parallel daemon threads; any still running at ``deadline`` is abandoned
-    (name resolution is not bounded by socket timeouts, threads are)."""
-    threads = []
-    for probe in probes:
-        timeout = max(0.1, min(PROBE_TIMEOUT_SECONDS, deadline - time.monotonic()))
-        thread = threading.Thread(target=probe.run, args=(timeout,), daemon=True)
-        thread.start()
-        threads.append((probe, thread))
-    for probe, thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            probe.error = "no answer in time"
-
-
 def _date_skew(dates: list[tuple[str, str]]) -> list[tuple[str, float]]:
     skews = []
     now = time.time()
@@ -140,7 +83,6 @@ class _Doctor:
         self.environ = environ
         self.deadline = deadline
         self.checks: list[Check] = []
-        self.probes: list[Probe] = []
         self.later: list[Callable[[], None]] = []
         self.dates: list[tuple[str, str]] = []  # (server, its Date header)
 
@@ -190,7 +132,7 @@ class _Doctor:
         except ProviderError as exc:
             self.add("fail", "config", str(exc))
             return None
-        backends = ", ".join(dict.fromkeys(str(rule.__struct_config__.tag) for rule in config.rules))
+        backends = ", ".join(dict.fromkeys(rule.backend for rule in config.rules))
         self.add("ok", "config", f"{path or 'embedded default'}: {len(config.rules)} rules ({backends})")
         return config
 
@@ -227,136 +169,51 @@ class _Doctor:
             self.add("fail", "cache dir", f"{path} {problem}: credentials are not cached there")
 
     def backends(self, config: ProviderConfig) -> None:
-        from provider.backends import AVAILABLE
+        """Each rule's backend probe (each cloud's once), run in parallel under the deadline."""
+        from provider.backends import BY_NAME
 
         seen: set[str] = set()
         for index, rule in enumerate(config.rules):
-            backend = str(rule.__struct_config__.tag)
-            if isinstance(rule, DockerConfigRule):
-                self._dockerconfig(index, rule)
+            spec = BY_NAME[rule.backend]
+            per_rule = rule.backend == "dockerconfig"  # each rule names its own files
+            if not per_rule and rule.backend in seen:
                 continue
-            if backend in seen:
-                continue
-            seen.add(backend)
-            if backend == "anonymous":
-                self.add("ok", "anonymous", "needs no identity")
-                continue
-            if backend not in AVAILABLE:
-                self.add(
-                    "warn", backend, f"backend {backend!r} is not in this build: its images fail for now"
-                )
-            {"ecr": self._aws, "gar": self._gcp, "acr": self._azure}.get(backend, lambda: None)()
+            seen.add(rule.backend)
+            name = f"rules[{index}] {rule.backend}" if per_rule else rule.backend
+            self.later.append(self._backend(spec, rule, name))
 
-    def _dockerconfig(self, index: int, rule: DockerConfigRule) -> None:
-        from provider.backends.dockerconfig import default_files, read_auth_file
-
-        name = f"rules[{index}] dockerconfig"
-        files = rule.files if rule.files is not None else default_files(self.environ)
-        present: list[str] = []
-        helpers: set[str] = set()
-        for path in files:
-            try:
-                parsed = read_auth_file(path)
-            except ProviderError as exc:
-                self.add("fail", name, str(exc))
-                continue
-            if parsed is None:
-                continue
-            present.append(f"{path} ({len(parsed.auths)} auths)")
-            helpers.update(parsed.cred_helpers.values())
-            if parsed.creds_store:
-                helpers.add(parsed.creds_store)
-        if not present:
-            self.add(
-                "warn",
-                name,
-                f"none of its files exists ({', '.join(files)}): its images are pulled anonymously",
-            )
-        else:
-            self.add("ok", name, "; ".join(present))
-        path_env = self.environ.get("PATH", os.defpath)
-        for helper in sorted(helpers):
-            found = shutil.which(f"docker-credential-{helper}", path=path_env)
-            if found:
-                self.add("ok", name, f"helper docker-credential-{helper}: {found}")
-            else:
-                self.add(
-                    "fail",
-                    name,
-                    f"helper docker-credential-{helper} is not on PATH ({path_env}): lookups using it fail",
-                )
-
-    def _env_sources(self, names: list[str], files: list[str]) -> list[str]:
-        found = [name for name in names if self.environ.get(name)]
-        found += [path for path in files if path and os.path.exists(path)]
-        return found
-
-    def _metadata(
-        self, backend: str, probe: Probe, env_sources: list[str], accept: Callable[[Probe], bool]
-    ) -> None:
-        self.probes.append(probe)
+    def _backend(self, spec: BackendSpec, rule: RuleBase, name: str) -> Callable[[], None]:
+        found: list[Finding] = []
+        # A probe's own timeout ends before the deadline, so it reports what it saw itself.
+        timeout = max(0.1, min(PROBE_TIMEOUT_SECONDS, (self.deadline - time.monotonic()) * 0.8))
+        thread = threading.Thread(
+            target=lambda: found.extend(spec.doctor(rule, self.environ, timeout)), daemon=True
+        )
+        thread.start()
 
         def report() -> None:
-            if probe.error is None and probe.status is not None and accept(probe):
-                self.add("ok", backend, f"{probe.name} answered {probe.status} in {probe.elapsed_ms:g} ms")
+            thread.join(max(0.0, self.deadline - time.monotonic()))
+            if thread.is_alive():
+                self.add("fail", name, "its probe did not finish in time")
                 return
-            what = f"unreachable ({probe.error})" if probe.error is not None else f"answered {probe.status}"
-            if env_sources:
-                self.add("ok", backend, f"{probe.name} {what}; identity from {', '.join(env_sources)}")
-            else:
-                self.add("fail", backend, f"no identity source: {probe.name} at {probe.url} {what}")
+            if spec.backend is None:
+                fallback = isinstance(rule, CloudRule) and rule.on_no_identity == "next"
+                on_cloud = any(
+                    finding.status == "ok" and not finding.detail.startswith("not on") for finding in found
+                )
+                status: Status = "warn" if on_cloud or not fallback else "ok"
+                then = "go to the next matching rule" if fallback else "fail"
+                self.add(
+                    status,
+                    name,
+                    f"backend {spec.name!r} ({spec.title}) is not in this build: its images {then}",
+                )
+            for finding in found:
+                self.add(finding.status, name, finding.detail)
+                if finding.date is not None:
+                    self.dates.append(finding.date)
 
-        self.later.append(report)
-
-    def _aws(self) -> None:
-        env = self._env_sources(
-            [
-                "AWS_ACCESS_KEY_ID",
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            ],
-            [self.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")],
-        )
-        if self.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
-            status: Status = "ok" if env else "fail"
-            self.add(
-                status,
-                "ecr",
-                "IMDS disabled (AWS_EC2_METADATA_DISABLED); " + (", ".join(env) or "no identity"),
-            )
-            return
-        base = self.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or AWS_IMDS
-        probe = Probe(
-            name="AWS IMDSv2",
-            method="PUT",
-            url=base.rstrip("/") + "/latest/api/token",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        self._metadata("ecr", probe, env, lambda p: p.status == 200)
-
-    def _gcp(self) -> None:
-        env = self._env_sources([], [self.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")])
-        host = self.environ.get("GCE_METADATA_HOST") or self.environ.get("GCE_METADATA_IP") or GCE_METADATA
-        probe = Probe(
-            name="GCE metadata server",
-            method="GET",
-            url=f"http://{host}/computeMetadata/v1/instance/service-accounts/",
-            headers={"Metadata-Flavor": "Google"},
-        )
-        self._metadata("gar", probe, env, lambda p: p.headers_out.get("metadata-flavor") == "Google")
-
-    def _azure(self) -> None:
-        env = self._env_sources(
-            ["IDENTITY_ENDPOINT", "AZURE_FEDERATED_TOKEN_FILE"], ["/etc/kubernetes/azure.json"]
-        )
-        base = self.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or AZURE_IMDS
-        probe = Probe(
-            name="Azure IMDS",
-            method="GET",
-            url=base.rstrip("/") + "/metadata/instance?api-version=2021-02-01",
-            headers={"Metadata": "true"},
-        )
-        self._metadata("acr", probe, env, lambda p: p.status == 200)
+        return report
 
     def proxy(self, config: ProviderConfig | None) -> None:
         shown = []
@@ -367,9 +224,7 @@ class _Doctor:
         if not shown:
             self.add("ok", "proxy", "no proxy variables set")
             return
-        cloud = config is not None and any(
-            str(r.__struct_config__.tag) in ("ecr", "gar", "acr") for r in config.rules
-        )
+        cloud = config is not None and any(isinstance(r, CloudRule) for r in config.rules)
         no_proxy = (self.environ.get("NO_PROXY") or self.environ.get("no_proxy") or "").split(",")
         missing = [host for host in METADATA_HOSTS if host not in {e.strip() for e in no_proxy}]
         proxied = self.environ.get("HTTP_PROXY") or self.environ.get("http_proxy")
@@ -429,8 +284,7 @@ class _Doctor:
         return report
 
     def clock(self) -> None:
-        dates = [(p.name, p.headers_out["date"]) for p in self.probes if "date" in p.headers_out]
-        skews = _date_skew(dates + self.dates)
+        skews = _date_skew(self.dates)
         if not skews:
             self.add("ok", "clock", "not compared: no server answered with a Date (try --registry HOST)")
             return
@@ -483,7 +337,6 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
         doctor.backends(config)
     doctor.proxy(config)
     doctor.registries()
-    run_probes(doctor.probes, doctor.deadline)
     for report in doctor.later:
         report()
     doctor.clock()

@@ -37,7 +37,7 @@ from provider.kubeletconfig import (
     validate,
 )
 from provider.output import add_output_argument, emit_json
-from provider.platforms import FLAVORS, PROVIDER_NAME, TOKEN_ANNOTATION_KEYS, TOKEN_AUDIENCES, Platform
+from provider.platforms import FLAVORS, PROVIDER_NAME, TOKEN_AUDIENCES, Platform
 
 HELP = "print the kubelet's CredentialProviderConfig for a platform, generated from our rules"
 EPILOG = (
@@ -188,17 +188,17 @@ def match_images(config: ProviderConfig, *, partial: bool) -> tuple[list[str], l
 def token_attributes(
     config: ProviderConfig, audience: str, extra_keys: list[str], cache_type: str
 ) -> tuple[TokenAttributes, list[str]]:
+    from provider.backends import BACKENDS, BY_NAME
+
     warnings: list[str] = []
-    backends = [str(rule.__struct_config__.tag) for rule in config.rules]
     keys: list[str] = []
-    for rule, backend in zip(config.rules, backends, strict=True):
-        # A rule that names the annotations it reads is the source of truth; else the backend's.
-        named = getattr(rule, "role_arn_annotations", None)
-        keys += list(named) if named is not None else TOKEN_ANNOTATION_KEYS.get(backend, ())
+    for rule in config.rules:
+        keys += BY_NAME[rule.backend].token_annotations(rule)
     keys = list(dict.fromkeys(keys + extra_keys))
-    if not any(backend in TOKEN_ANNOTATION_KEYS for backend in backends):
+    if not any(BY_NAME[rule.backend].uses_token for rule in config.rules):
+        users = ", ".join(spec.name for spec in BACKENDS if spec.uses_token)
         warnings.append(
-            "token mode, but no rule's backend uses the service account token (only ecr, gar and acr do): "
+            f"token mode, but no rule's backend uses the service account token (only {users} do): "
             "the kubelet would request a token on every pull for nothing"
         )
     attributes = TokenAttributes(

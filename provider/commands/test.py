@@ -26,14 +26,12 @@ from provider.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
-    load_provider_config_for_cache,
-    open_cache,
+    load_provider_config,
     timeout_seconds,
 )
-from provider.deadline import Deadline
 from provider.errors import ProviderError
 from provider.imageref import ImageRefError, normalize
-from provider.kubelet import API_VERSIONS, CredentialProviderRequest, decode_request
+from provider.kubelet import API_VERSIONS, CredentialProviderRequest, decode_request, request_bytes
 from provider.matching import urls_match
 from provider.output import add_output_argument, emit_json, paint, table, use_colour
 
@@ -78,6 +76,7 @@ class TestReport(msgspec.Struct, kw_only=True, rename="camel"):
     kubelet: KubeletView | None = None
     rule: RuleInfo | None = None
     cache: str = "off"
+    path: str | None = None  # "fast": the disk cache's fast path served it, "full": the full path
     error: str | None = None
     response: dict[str, Any] | None = None
     elapsed_ms: float = 0.0
@@ -218,7 +217,7 @@ def _redacted(response: dict[str, Any], show: bool) -> dict[str, Any]:
 
 def _stdin_request(
     args: argparse.Namespace, streams: Streams, report: TestReport
-) -> CredentialProviderRequest:
+) -> tuple[bytes, CredentialProviderRequest]:
     """``test -``: the request exactly as given, with a word where the kubelet would differ."""
     if args.api_version or args.annotation or args.token_file or args.service_account:
         raise UsageError(
@@ -226,7 +225,8 @@ def _stdin_request(
         )
     from provider.kubelet import MAX_REQUEST_BYTES
 
-    request = decode_request(streams.stdin.read(MAX_REQUEST_BYTES + 1))
+    data = streams.stdin.read(MAX_REQUEST_BYTES + 1)
+    request = decode_request(data)
     report.api_version = request.api_version
     report.image = request.image
     report.annotations = dict(request.service_account_annotations)
@@ -241,7 +241,7 @@ def _stdin_request(
             report.warnings.append(
                 f"the kubelet would send {normalized!r} for this image, not {request.image!r}"
             )
-    return request
+    return data, request
 
 
 def _service_account(args: argparse.Namespace, report: TestReport) -> str:
@@ -271,8 +271,8 @@ def _service_account(args: argparse.Namespace, report: TestReport) -> str:
 
 def _request(
     args: argparse.Namespace, streams: Streams, report: TestReport, api_version: str
-) -> CredentialProviderRequest:
-    """The request: from stdin for '-', else built as the kubelet would build it."""
+) -> tuple[bytes, CredentialProviderRequest]:
+    """The request's bytes as the kubelet would write them (from stdin for '-'), and the request."""
     if args.image == "-":
         return _stdin_request(args, streams, report)
     report.image = _normalized(args.image)
@@ -282,13 +282,8 @@ def _request(
     if (token or annotations) and api_version != API_VERSIONS[0]:
         raise UsageError("a service account token and annotations exist only in API version v1 requests")
     report.annotations = annotations
-    return CredentialProviderRequest(
-        api_version=api_version,
-        kind="CredentialProviderRequest",
-        image=report.image,
-        service_account_token=token,
-        service_account_annotations=annotations,
-    )
+    data = request_bytes(api_version, report.image, token, annotations)
+    return data, decode_request(data)
 
 
 def _normalized(image: str) -> str:
@@ -299,9 +294,10 @@ def _normalized(image: str) -> str:
 
 
 def _run(args: argparse.Namespace, streams: Streams, report: TestReport) -> None:
-    from provider.plugin import find_rule, respond
+    from provider import core
+    from provider.fullpath import find_rule
 
-    path, config, version = load_provider_config_for_cache(args.config)
+    path, config = load_provider_config(args.config)
     kubelet: _Kubelet | None = None
     if args.kubelet_config and args.image != "-":
         kubelet = _kubelet_view(args.kubelet_config, args.name, _normalized(args.image))
@@ -309,28 +305,37 @@ def _run(args: argparse.Namespace, streams: Streams, report: TestReport) -> None
     api_version = f"credentialprovider.kubelet.k8s.io/{version}"
     if api_version not in API_VERSIONS:
         api_version = API_VERSIONS[0]
-    request = _request(args, streams, report, api_version)
+    data, request = _request(args, streams, report, api_version)
     if kubelet is not None:
         report.kubelet = kubelet.view
         if kubelet.view.token_mode and not request.service_account_token:
             report.warnings.append("the kubelet is in token mode: it would also send a token (--token-file)")
-    deadline = Deadline(timeout_seconds(args, config.timeout_seconds))
     match = find_rule(config, request.image)
     if match is not None:
         report.rule = RuleInfo(index=match.index, backend=match.backend, glob=match.glob)
-    cache = None if args.no_cache else open_cache(path, config, report.warnings.append, version)
+    timeout = timeout_seconds(args, config.timeout_seconds)
     started = time.monotonic()
     try:
-        outcome = respond(
-            request, config, deadline=deadline, environ=os.environ, warn=report.warnings.append, cache=cache
+        reply = core.answer(
+            data,
+            config_path=path,
+            environ=os.environ,
+            timeout=timeout,
+            started=started,
+            use_cache=not args.no_cache,
+            warn=report.warnings.append,
         )
     except ProviderError as exc:
         report.error = str(exc)
         return
     finally:
         report.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-    report.cache = outcome.cache
-    report.response = _redacted(msgspec.to_builtins(outcome.response), args.show_secrets)
+    report.cache = reply.cache
+    report.path = reply.path
+    answered = reply.outcome.match if reply.outcome is not None else None
+    if answered is not None:
+        report.rule = RuleInfo(index=answered.index, backend=answered.backend, glob=answered.glob)
+    report.response = _redacted(msgspec.json.decode(reply.stdout), args.show_secrets)
     if kubelet is not None and kubelet.problem:
         report.error = kubelet.problem
         return
@@ -362,7 +367,8 @@ def _request_rows(report: TestReport) -> list[list[str]]:
     else:
         by = f", matched by {report.rule.glob!r}" if report.rule.glob else " (no 'match': every image)"
         rows.append(["rule", f"rules[{report.rule.index}] ({report.rule.backend}){by}"])
-    rows.append(["cache", report.cache])
+    served = " (served by the fast path, as the kubelet would be)" if report.path == "fast" else ""
+    rows.append(["cache", report.cache + served])
     return rows
 
 

@@ -27,7 +27,7 @@ import msgspec
 from provider import globs, goduration
 from provider.commands import Streams
 from provider.commands.common import EXIT_CODES, EXIT_USAGE, UsageError, load_provider_config
-from provider.config import CONFIG_ENV, ProviderConfig
+from provider.config import CONFIG_ENV, CloudRule, ProviderConfig
 from provider.errors import ConfigError
 from provider.kubeletconfig import (
     CredentialProvider,
@@ -57,8 +57,6 @@ EPILOG = EXIT_CODES.format(
     failure="errors found: the kubelet would refuse to start, or pulls would fail",
 )
 VERSION_TIMEOUT_SECONDS = 20.0
-# Backends that read the pod's service account token (token mode).
-TOKEN_BACKENDS = frozenset({"ecr", "gar", "acr"})
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -307,7 +305,7 @@ class _Validation:
     # --- our config -----------------------------------------------------------------------------
 
     def provider_config(self) -> ProviderConfig | None:
-        from provider.backends import AVAILABLE
+        from provider.backends import built
 
         environ = dict(os.environ)
         if self.config_path is not None:
@@ -318,15 +316,16 @@ class _Validation:
             self.add("fail", "config", str(exc))
             return None
         self.config_path = path
-        backends = ", ".join(dict.fromkeys(rule.__struct_config__.tag for rule in config.rules))  # type: ignore[misc]
+        backends = ", ".join(dict.fromkeys(rule.backend for rule in config.rules))
         self.add("ok", "config", f"{path or 'embedded default'}: {len(config.rules)} rules ({backends})")
         for index, rule in enumerate(config.rules):
-            backend = str(rule.__struct_config__.tag)
-            if backend not in AVAILABLE:
+            if not built(rule.backend):
+                fallback = isinstance(rule, CloudRule) and rule.on_no_identity == "next"
+                then = "go to the next matching rule" if fallback else "fail until it ships"
                 self.add(
                     "warn",
                     f"rules[{index}]",
-                    f"backend {backend!r} is not in this build: images it matches fail until it ships",
+                    f"backend {rule.backend!r} is not in this build: images it matches {then}",
                 )
             for position, glob in enumerate(rule.match or ()):
                 for trap in globs.traps(glob):
@@ -444,13 +443,14 @@ class _Validation:
                 f"the kubelet caches per {attributes.cache_type} (tokenAttributes.cacheType) but our disk "
                 f"cache keys pod credentials per {ours} (cache.serviceAccountCacheType): set both alike",
             )
-        if config is not None and not any(
-            str(r.__struct_config__.tag) in TOKEN_BACKENDS for r in config.rules
-        ):
+        from provider.backends import BACKENDS, BY_NAME
+
+        if config is not None and not any(BY_NAME[r.backend].uses_token for r in config.rules):
+            users = ", ".join(spec.name for spec in BACKENDS if spec.uses_token)
             self.add(
                 "warn",
                 where,
-                "no rule's backend uses the service account token (only ecr, gar and acr do): the kubelet "
+                f"no rule's backend uses the service account token (only {users} do): the kubelet "
                 "requests a token on every pull for nothing",
             )
 

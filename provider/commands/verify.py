@@ -25,14 +25,13 @@ from provider.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
-    load_provider_config_for_cache,
-    open_cache,
     timeout_seconds,
 )
 from provider.deadline import Deadline
 from provider.errors import ProviderError
 from provider.imageref import ImageRef, ImageRefError, normalize, registry_endpoint
-from provider.kubelet import API_VERSIONS, AuthConfig, CredentialProviderRequest
+from provider.kubelet import API_VERSIONS, AuthConfig, decode_response, request_bytes
+from provider.locations import config_path
 from provider.matching import urls_match
 from provider.output import Check, Status, add_output_argument, checks_table, emit_json, paint, use_colour
 from provider.registryclient import (
@@ -168,32 +167,35 @@ class _Verification:
     # --- 1: the plugin ----------------------------------------------------------------------------
 
     def credentials(self, warn: Callable[[str], None]) -> AuthConfig | None:
-        from provider.plugin import respond
+        from provider import core
 
         try:
-            path, config, version = load_provider_config_for_cache(self.args.config)
-            request = CredentialProviderRequest(
-                api_version=API_VERSIONS[0], kind="CredentialProviderRequest", image=self.ref.repository
-            )
-            cache = None if self.args.no_cache else open_cache(path, config, warn, version)
-            outcome = respond(
-                request, config, deadline=self.deadline, environ=os.environ, warn=warn, cache=cache
+            reply = core.answer(
+                request_bytes(API_VERSIONS[0], self.ref.repository),
+                config_path=config_path(self.args.config, os.environ),
+                environ=os.environ,
+                timeout=self.deadline.remaining(),
+                use_cache=not self.args.no_cache,
+                warn=warn,
             )
         except ProviderError as exc:
             raise self.fail("credentials", f"the plugin fails for {self.ref.repository}: {exc}") from None
-        rule = outcome.match
+        response = decode_response(reply.stdout)
+        rule = reply.outcome.match if reply.outcome is not None else None
         origin = f"rules[{rule.index}] ({rule.backend})" if rule else "no rule"
+        if reply.path == "fast":
+            origin = "the disk cache's fast path"
         # The kubelet tries every key that matches, most specific (reverse lexical) first.
-        keys = sorted((k for k in outcome.response.auth if urls_match(k, self.ref.repository)), reverse=True)
+        keys = sorted((k for k in response.auth if urls_match(k, self.ref.repository)), reverse=True)
         if not keys:
             self.add("warn", "credentials", f"{origin}: empty auth, so the runtime pulls anonymously")
             return None
-        entry = outcome.response.auth[keys[0]]
+        entry = response.auth[keys[0]]
         self.secrets.append(entry.password)
         self.add(
             "ok",
             "credentials",
-            f"{origin}: user {entry.username!r} for key {keys[0]} (cache {outcome.cache})",
+            f"{origin}: user {entry.username!r} for key {keys[0]} (cache {reply.cache})",
         )
         return entry
 

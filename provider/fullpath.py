@@ -1,10 +1,12 @@
-"""The core: one CredentialProviderRequest in, one CredentialProviderResponse out.
+"""The full path: one decoded request in, one response out, under our config.
 
-Nothing here touches the process (argv, stdin, stdout, exit codes, signals); ``provider.__main__``
-does. Response policy:
+Everything the disk cache's fast path (``provider.fastpath``) cannot answer comes here, through
+``provider.core.answer``. Response policy:
 
 - the first rule with a ``match`` glob covering the image answers (a rule without ``match``
-  covers every image); no rule: empty auth;
+  covers every image); no rule: empty auth. A cloud rule with ``onNoIdentity: next`` whose
+  backend finds no identity on this node (or is not in this build) hands over to the next
+  matching rule, with one warning;
 - the auth key is the narrowest that covers the image for that rule: the image's exact
   ``host[:port]``, plus a path when the rule's glob or the credential is path-scoped;
 - ``cacheKeyType`` is ``Registry`` for a host key, ``Image`` whenever other images of the same
@@ -20,23 +22,24 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 
 from provider import goduration
-from provider.backends import Answer, Lookup, load_backend
+from provider.backends import BY_NAME, Answer, Lookup, load_backend
+from provider.backends.base import CloudRule
 from provider.cache import CredentialStore, Plan
 from provider.cachekeys import cache_dir, cache_seconds, environment_version, file_version, plan_key
 from provider.config import ProviderConfig, Rule
-from provider.credcache import obtain
+from provider.credcache import Fetched, obtain
 from provider.deadline import Deadline
-from provider.errors import RequestError, ResponseError
+from provider.errors import BackendUnavailableError, NoIdentityError, RequestError, ResponseError
 from provider.identity import identity
 from provider.kubelet import AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse
 from provider.matching import BadURLError, SchemelessURL, parse_schemeless, urls_match
 
-__all__ = ["CacheContext", "Outcome", "RuleMatch", "find_rule", "respond"]
+__all__ = ["CacheContext", "Outcome", "RuleMatch", "find_rule", "matching_rules", "respond"]
 
 # A plan only saves work; a day bounds what an unused one occupies.
 PLAN_LIFETIME_SECONDS = 86400.0
@@ -52,8 +55,7 @@ class RuleMatch(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def backend(self) -> str:
-        name: str = self.rule.__struct_config__.tag  # type: ignore[assignment]
-        return name
+        return self.rule.backend
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,15 +68,20 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     cache: str = "off"
 
 
-def find_rule(config: ProviderConfig, image: str) -> RuleMatch | None:
-    """The first rule whose globs cover ``image``, with the kubelet's matching semantics."""
+def matching_rules(config: ProviderConfig, image: str) -> Iterator[RuleMatch]:
+    """The rules whose globs cover ``image``, in order, with the kubelet's matching semantics."""
     for index, rule in enumerate(config.rules):
         if rule.match is None:
-            return RuleMatch(index=index, rule=rule, glob=None)
-        for glob in rule.match:
-            if urls_match(glob, image):
-                return RuleMatch(index=index, rule=rule, glob=glob)
-    return None
+            yield RuleMatch(index=index, rule=rule, glob=None)
+            continue
+        glob = next((glob for glob in rule.match if urls_match(glob, image)), None)
+        if glob is not None:
+            yield RuleMatch(index=index, rule=rule, glob=glob)
+
+
+def find_rule(config: ProviderConfig, image: str) -> RuleMatch | None:
+    """The first rule whose globs cover ``image`` (the one that answers unless it hands over)."""
+    return next(matching_rules(config, image), None)
 
 
 def _significant_path(path: str) -> str:
@@ -157,8 +164,32 @@ def respond(
 ) -> Outcome:
     """Answer one request under ``config``; raises a ``ProviderError`` subclass on failure."""
     url = _parse_image(request.image)
-    match = find_rule(config, request.image)
-    if match is None:
+    per_token = config.cache.service_account_cache_type == "Token"
+    caller = identity(request.service_account_token, request.service_account_annotations, per_token=per_token)
+    store = cache.store if cache is not None and config.cache.enabled else None
+    rng = cache.rng if cache is not None else random.Random()
+    found: tuple[RuleMatch, Fetched] | None = None
+    for match in matching_rules(config, request.image):
+        lookup = Lookup(
+            request=request,
+            image=request.image,
+            host=url.host,
+            path=url.path,
+            rule=match.rule,
+            deadline=deadline,
+            environ=environ,
+            warn=warn,
+            now=now,
+        )
+        try:
+            found = match, _fetch(match, lookup, store, caller, rng)
+        except (NoIdentityError, BackendUnavailableError) as exc:
+            if not (isinstance(match.rule, CloudRule) and match.rule.on_no_identity == "next"):
+                raise
+            warn(f"{exc}; rules[{match.index}] ({match.backend}) hands over to the next matching rule")
+            continue
+        break
+    if found is None:
         response = CredentialProviderResponse(
             api_version=request.api_version,
             kind="CredentialProviderResponse",
@@ -167,29 +198,7 @@ def respond(
             auth={},
         )
         return Outcome(response=response, match=None, answer=None)
-
-    backend = load_backend(match.backend)
-    lookup = Lookup(
-        request=request,
-        image=request.image,
-        host=url.host,
-        path=url.path,
-        rule=match.rule,
-        deadline=deadline,
-        environ=environ,
-        warn=warn,
-        now=now,
-    )
-    per_token = config.cache.service_account_cache_type == "Token"
-    caller = identity(request.service_account_token, request.service_account_annotations, per_token=per_token)
-    fetched = obtain(
-        backend,
-        match.backend,
-        lookup,
-        cache.store if cache is not None and config.cache.enabled else None,
-        caller,
-        rng=cache.rng if cache is not None else random.Random(),
-    )
+    match, fetched = found
     answer = fetched.answer
     glob_path = _significant_path(parse_schemeless(match.glob).path) if match.glob else ""
     credential = answer.credential
@@ -228,6 +237,17 @@ def respond(
             answer,
         )
     return Outcome(response=response, match=match, answer=answer, cache=fetched.state)
+
+
+def _fetch(
+    match: RuleMatch, lookup: Lookup, store: CredentialStore | None, caller: str, rng: random.Random
+) -> Fetched:
+    """The rule's backend's answer, through the disk cache; ``BackendUnavailableError`` when this
+    build or node cannot run the backend."""
+    why = BY_NAME[match.backend].unavailable(lookup.environ)
+    if why is not None:
+        raise BackendUnavailableError(f"backend {match.backend!r} cannot run here: {why}")
+    return obtain(load_backend(match.backend), match.backend, lookup, store, caller, rng=rng)
 
 
 def _remember_plan(

@@ -1,0 +1,116 @@
+"""The core: one request's bytes in, one response's bytes out, plus warnings.
+
+``answer`` tries the disk cache's fast path first (``provider.fastpath``: standard library
+only, no config parsing), then the full path (``provider.fullpath``: our config, the rules,
+the backends and the disk cache's policy). Kubelet mode, ``test`` and ``verify`` all call it,
+so what an operator sees is exactly what the kubelet gets, and ``Reply.path`` says which path
+served it. Nothing here touches the process (argv, stdin, stdout, exit codes, signals):
+``provider.__main__`` does, and hands in a ``guard`` for the process-wide parts of a call.
+
+This module is imported on every pull: everything the full path needs is imported inside
+``_full``, after the fast path has declined.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from provider.deadline import Deadline
+    from provider.fullpath import Outcome
+
+__all__ = ["Reply", "answer"]
+
+Path = Literal["fast", "full"]
+
+
+class Reply(NamedTuple):
+    """What the kubelet gets on stdout (one JSON line), the warnings for stderr, which path
+    served it, and, from the full path, how the answer was reached (rule, backend, cache)."""
+
+    stdout: bytes
+    warnings: list[str]
+    path: Path
+    outcome: Outcome | None = None
+
+    @property
+    def cache(self) -> str:
+        """How the disk cache took part: ``off``, ``hit``, ``miss``, ``refresh`` or ``stale``
+        (a fast path answer is a ``hit``)."""
+        return "hit" if self.outcome is None else self.outcome.cache
+
+
+def _no_guard(deadline: Deadline) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def answer(
+    data: bytes,
+    *,
+    config_path: str | None,
+    environ: Mapping[str, str],
+    timeout: float | None = None,
+    started: float | None = None,
+    use_cache: bool = True,
+    warn: Callable[[str], None] | None = None,
+    guard: Callable[[Deadline], AbstractContextManager[object]] = _no_guard,
+) -> Reply:
+    """The response to the request ``data`` under the config at ``config_path`` (None: the
+    embedded default); raises a ``ProviderError`` subclass on failure.
+
+    ``timeout``: the call's deadline in seconds (None: the config's ``timeout``), counted from
+    ``started`` (``time.monotonic()``; default now). ``use_cache`` False neither reads nor writes
+    the disk cache. Warnings go to ``warn`` as they happen and into ``Reply.warnings``. ``guard``
+    wraps the full path's work once its deadline is known (kubelet mode: a SIGALRM backstop).
+    """
+    started = time.monotonic() if started is None else started
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
+
+    if use_cache:
+        from provider import fastpath
+
+        cached = fastpath.answer(config_path, data, environ)
+        if cached is not None:
+            return Reply(cached, warnings, "fast")
+    return _full(data, config_path, environ, timeout, started, use_cache, note, guard, warnings)
+
+
+def _full(
+    data: bytes,
+    config_path: str | None,
+    environ: Mapping[str, str],
+    timeout: float | None,
+    started: float,
+    use_cache: bool,
+    note: Callable[[str], None],
+    guard: Callable[[Deadline], AbstractContextManager[object]],
+    warnings: list[str],
+) -> Reply:
+    from provider.cachekeys import config_version
+    from provider.config import load_config
+    from provider.deadline import Deadline
+    from provider.fullpath import CacheContext, respond
+    from provider.kubelet import decode_request, encode_response
+
+    version = config_version(config_path)  # before reading it: a later edit must not inherit this plan
+    config = load_config(config_path)
+    seconds = (timeout or config.timeout_seconds) - (time.monotonic() - started)
+    deadline = Deadline(max(seconds, 0.001))
+    with guard(deadline):
+        request = decode_request(data)
+        cache = (
+            CacheContext.open(config, config_version=version, environ=environ, warn=note)
+            if use_cache
+            else None
+        )
+        outcome = respond(request, config, deadline=deadline, environ=environ, warn=note, cache=cache)
+        stdout = encode_response(outcome.response)
+    return Reply(stdout, warnings, "full", outcome)
