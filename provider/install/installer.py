@@ -215,7 +215,7 @@ def _our_config(options: Options) -> tuple[ProviderConfig, bytes]:
 def _our_provider(
     options: Options, config: ProviderConfig, flavour: Flavour, provider_config: str, warnings: list[str]
 ) -> CredentialProvider:
-    from provider.commands.render import RenderError, build, token_attributes
+    from provider.ops.rendering import RenderError, build, token_attributes
 
     token = None
     if options.token_mode:
