@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from provider.commands import Streams
+if TYPE_CHECKING:
+    from provider.commands import Streams
 
 __all__ = [
     "Check",

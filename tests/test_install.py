@@ -24,9 +24,10 @@ from provider.__main__ import main
 from provider.install import artifact as artifacts
 from provider.install import files
 from provider.install.flavours import FLAVOURS
-from provider.install.installer import RECORD, kubelet_config_providers
+from provider.install.kubeletfile import kubelet_config_providers
 from provider.install.kubeletflags import flags_in, unit_view
 from provider.install.pythons import advice
+from provider.install.record import RECORD
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "install"
@@ -657,18 +658,19 @@ def test_restart_kubelet_is_refused_under_another_root(
 
 
 def test_restart_uses_the_flavours_loaded_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provider.install.installer import _restart
+    from provider.install.restart import restart_kubelet
 
     log = fake_systemctl(tmp_path, monkeypatch)
     said: list[str] = []
-    _restart(FLAVOURS["kubeadm"], said.append)
+    restart_kubelet(FLAVOURS["kubeadm"], said.append)
     assert "restart kubelet" in log.read_text().splitlines()
     assert said == ["restarted kubelet"]
 
 
 def test_a_failed_kubelet_restart_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provider.install.installer import InstallError, _restart
+    from provider.install.options import InstallError
+    from provider.install.restart import restart_kubelet
 
     fake_systemctl(tmp_path, monkeypatch, restart_fails=True)
     with pytest.raises(InstallError, match="systemctl restart kubelet failed: boom"):
-        _restart(FLAVOURS["kubeadm"], lambda message: None)
+        restart_kubelet(FLAVOURS["kubeadm"], lambda message: None)

@@ -18,8 +18,8 @@ import msgspec
 import pytest
 import yaml
 
-from provider.commands.render import rbac_objects
 from provider.install.flavours import FLAVOURS
+from provider.ops.rendering import rbac_objects
 from provider.platforms import TOKEN_AUDIENCES
 from tests.conftest import ROOT
 

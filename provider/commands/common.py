@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from provider.cachekeys import config_version
 from provider.config import ProviderConfig, load_config
@@ -13,15 +14,21 @@ from provider.fullpath import CacheContext
 from provider.locations import config_path
 from provider.protocol import parse_timeout
 
+if TYPE_CHECKING:
+    from provider.commands import Streams
+    from provider.install.options import Outcome
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
     "config_version",
+    "finish_install",
     "load_provider_config",
     "load_provider_config_for_cache",
     "open_cache",
+    "say_to",
     "timeout_seconds",
 ]
 
@@ -75,3 +82,32 @@ def open_cache(
         environ=os.environ,
         warn=warn,
     )
+
+
+def say_to(args: argparse.Namespace, streams: Streams) -> Callable[[str], None]:
+    """Prints one line of progress on stdout, unless ``--quiet`` or ``--output json``."""
+    quiet = args.quiet or args.output == "json"
+
+    def say(line: str) -> None:
+        if not quiet:
+            streams.out(line + "\n")
+
+    return say
+
+
+def finish_install(
+    args: argparse.Namespace, streams: Streams, outcome: Outcome | None, error: str | None
+) -> int:
+    """``install`` and ``uninstall``: print the outcome's tail (or the JSON document) and return
+    the exit code."""
+    from provider.install.options import Outcome
+    from provider.output import emit_json
+    from provider.platforms import PROVIDER_NAME
+
+    if outcome is None:
+        outcome = Outcome(ok=False, changed=False, dry_run=args.dry_run, error=error)
+    if args.output == "json":
+        emit_json(streams, outcome)
+    elif not outcome.ok:
+        streams.stderr.write(f"{PROVIDER_NAME}: error: {outcome.error}\n")
+    return EXIT_OK if outcome.ok else EXIT_FAILURE

@@ -12,13 +12,13 @@ diff; ``uninstall`` puts back exactly what was there.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from provider.commands import Streams
-from provider.commands.common import EXIT_CODES, EXIT_FAILURE, EXIT_OK
+from provider.commands.common import EXIT_CODES, finish_install, say_to
+from provider.install.apply import install
 from provider.install.flavours import FLAVOURS
-from provider.install.installer import DEFAULT_VENV_DIR, InstallError, Options, Outcome, install
-from provider.output import add_output_argument, emit_json
+from provider.install.options import DEFAULT_VENV_DIR, InstallError, Options
+from provider.output import add_output_argument
 from provider.platforms import PROVIDER_NAME
 
 HELP = "install the plugin on this node for its platform (eks, gke, aks, kubeadm, k3s, rke2, openshift...)"
@@ -195,27 +195,6 @@ def options_from(args: argparse.Namespace) -> Options:
     )
 
 
-def finish(args: argparse.Namespace, streams: Streams, outcome: Outcome | None, error: str | None) -> int:
-    """Print the outcome's tail (or the JSON document) and return the exit code."""
-    if outcome is None:
-        outcome = Outcome(ok=False, changed=False, dry_run=args.dry_run, error=error)
-    if args.output == "json":
-        emit_json(streams, outcome)
-    elif not outcome.ok:
-        streams.stderr.write(f"{PROVIDER_NAME}: error: {outcome.error}\n")
-    return EXIT_OK if outcome.ok else EXIT_FAILURE
-
-
-def say_to(args: argparse.Namespace, streams: Streams) -> Callable[[str], None]:
-    quiet = args.quiet or args.output == "json"
-
-    def say(line: str) -> None:
-        if not quiet:
-            streams.out(line + "\n")
-
-    return say
-
-
 def run(args: argparse.Namespace, streams: Streams) -> int:
     say = say_to(args, streams)
     try:
@@ -227,5 +206,5 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
             from_state=args.from_state,
         )
     except InstallError as exc:
-        return finish(args, streams, None, str(exc))
-    return finish(args, streams, outcome, outcome.error)
+        return finish_install(args, streams, None, str(exc))
+    return finish_install(args, streams, outcome, outcome.error)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 
 from provider.commands import Streams
-from provider.commands.common import EXIT_CODES
-from provider.commands.install import finish, say_to
-from provider.install.installer import RECORD, InstallError, uninstall
+from provider.commands.common import EXIT_CODES, finish_install, say_to
+from provider.install.options import InstallError
+from provider.install.record import RECORD
+from provider.install.uninstall import uninstall
 from provider.output import add_output_argument
 
 HELP = "remove the plugin from this node, restoring every file install changed"
@@ -42,5 +43,5 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
             args.root, say, dry_run=args.dry_run, force=args.force, restart=args.restart_kubelet
         )
     except InstallError as exc:
-        return finish(args, streams, None, str(exc))
-    return finish(args, streams, outcome, outcome.error)
+        return finish_install(args, streams, None, str(exc))
+    return finish_install(args, streams, outcome, outcome.error)
