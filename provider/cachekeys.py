@@ -18,6 +18,10 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 
+from provider.filestamp import file_version
+
+__all__ = ["cache_dir", "cache_seconds", "config_version", "credential_key", "file_version", "plan_key"]
+
 DEFAULT_DIR = "/var/cache/registry-credential-provider"
 CACHE_DIR_ENV = "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR"
 DATABASE = "cache.db"  # diskcache's file name inside the directory
@@ -63,15 +67,6 @@ def environment_version(environ: Mapping[str, str]) -> str:
     varies from one exec to the next without changing any answer."""
     keys = sorted(key for key in environ if key not in _VOLATILE and not key.startswith("PEX_"))
     return _digest(f"{key}={environ[key]}" for key in keys)
-
-
-def file_version(path: str) -> list[object]:
-    """``[path, inode, size, mtime_ns]``, or ``[path]`` for a file that does not exist."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return [path]
-    return [path, stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 def cache_dir(configured: str | None, environ: Mapping[str, str]) -> str:

@@ -106,3 +106,32 @@ def test_importing_the_installer_and_the_library_loads_no_command() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+BACKENDS = modules_under("provider.backends")
+# Above the backends: the config builds on their rule structs, the disk cache and the full
+# path call them, the operator's side reports on them. None of it may be reached from below.
+ABOVE_BACKENDS = (
+    "provider.config",
+    "provider.defaults",
+    "provider.fullpath",
+    "provider.core",
+    "provider.cache",
+    "provider.cachekeys",
+    "provider.credcache",
+    "provider.fastpath",
+    "provider.commands",
+    "provider.ops",
+    "provider.install",
+    "provider.__main__",
+)
+
+
+@pytest.mark.parametrize("path", BACKENDS, ids=module_name)
+def test_a_backend_never_imports_the_config_the_cache_or_the_operator_side(path: Path) -> None:
+    above = sorted(
+        name
+        for name in imported(path)
+        if any(name == top or name.startswith(top + ".") for top in ABOVE_BACKENDS)
+    )
+    assert above == []

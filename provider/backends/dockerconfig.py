@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
 from provider.backends.base import Answer, BackendSpec, Credential, Finding, Lookup, RuleBase
-from provider.cachekeys import file_version
 from provider.errors import DockerConfigFileError, ProviderError
 from provider.fieldchecks import check_absolute_path, check_duration
+from provider.filestamp import file_version
 from provider.protocol import MAX_TIMEOUT_SECONDS
 
 __all__ = ["SPEC", "DockerConfigBackend", "DockerConfigRule", "default_files", "read_auth_file"]
