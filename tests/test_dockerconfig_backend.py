@@ -658,19 +658,17 @@ def test_failing_helper_is_an_error_without_secret(env: Env) -> None:
 def test_helper_timeout_from_rule(env: Env) -> None:
     env.raw_helper("slow", "exec sleep 5\n")
     path = env.file("config.json", {"credsStore": "slow"})
-    start = time.monotonic()
-    with pytest.raises(CredentialHelperError, match=r"within 0\.3s"):
+    with pytest.raises(CredentialHelperError, match=r"within 0\.3s"):  # the rule's, not the default 10s
         env.answer("reg.io/app", [path], helper_timeout="300ms")
-    assert time.monotonic() - start < 2.0
 
 
 def test_helper_timeout_bounded_by_deadline(env: Env) -> None:
     env.raw_helper("slow", "exec sleep 5\n")
     path = env.file("config.json", {"credsStore": "slow"})
-    start = time.monotonic()
-    with pytest.raises(CredentialHelperError, match="did not answer"):
+    with pytest.raises(
+        CredentialHelperError, match=r"did not answer for reg\.io within 0\.[0-3]s"
+    ):  # not 30s
         env.answer("reg.io/app", [path], helper_timeout="30s", deadline=Deadline(0.3))
-    assert time.monotonic() - start < 2.0
 
 
 def test_expired_deadline_runs_no_helper(env: Env) -> None:
