@@ -112,7 +112,7 @@ def test_json_report(tmp_path: Path) -> None:
     assert report["rule"] == {"index": 0, "backend": "anonymous", "glob": "registry.example.com:5000/team-a"}
     assert report["response"]["auth"] == {}
     assert report["response"]["apiVersion"] == V1
-    assert report["cache"] in ("off", "hit", "miss", "refresh", "stale")
+    assert report["cache"] == "off"  # anonymous answers never go through the disk cache
     assert report["elapsedMs"] >= 0
 
 
