@@ -113,7 +113,7 @@ def test_json_report(tmp_path: Path) -> None:
     assert report["response"]["auth"] == {}
     assert report["response"]["apiVersion"] == V1
     assert report["cache"] == "off"  # anonymous answers never go through the disk cache
-    assert report["elapsedMs"] >= 0
+    assert isinstance(report["elapsedMs"], (int, float))  # present, a number (its value is timing)
 
 
 def test_golden_text(tmp_path: Path) -> None:
