@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    build the zipapp and feed a sample request through it (embedded default config)
-#   make test   lint, type-check and run every test (the servers they need start themselves)
+#   make test   install what the tests need from Debian (as root; otherwise say what is missing),
+#               then lint, type-check and run every test (the servers they need start themselves)
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,13 +15,18 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint typecheck pytest zipapp dist lock clean
+.PHONY: run test system-deps bench lint typecheck pytest zipapp dist lock clean
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
 	@echo '$(SAMPLE_REQUEST)' | ./$(ZIPAPP)
 
-test: lint typecheck pytest
+# The system check first, on its own: the venv itself may need python3-venv.
+test: system-deps
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+system-deps:
+	@PYTHON=$(PYTHON) sh tests/infra/system-deps.sh
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)

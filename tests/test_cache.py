@@ -404,9 +404,15 @@ def test_sigkill_during_writes_never_leaves_a_half_written_entry(tmp_path: Path)
     entries = list(store.credentials())
     assert warnings == []
     assert 0 < len(entries) <= 50
-    for _, entry in entries:
+    for key, entry in entries:
         assert entry.username == "u" * 200
-        assert len(set(entry.password)) <= 10  # a repeated decimal counter, never a torn value
+        # Whole: the writer's counter i, 500 times, stored under key cred:<i % 50>; a torn or
+        # mixed-up value is no such repetition, or sits under another key.
+        counter, rest = divmod(len(entry.password), 500)
+        assert rest == 0
+        i = entry.password[:counter]
+        assert entry.password == i * 500
+        assert key == f"cred:{int(i) % 50}"
     import sqlite3
 
     with sqlite3.connect(os.path.join(directory, "cache.db")) as connection:

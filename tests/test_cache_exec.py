@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from provider.__main__ import DEBUG_ENV, FAST_PATH_MARK
 from tests.conftest import kubelet_environ, run_zipapp
 
 REQUEST = b'{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"registry.example.com/team/app"}'
@@ -112,10 +113,22 @@ def test_a_hit_imports_neither_msgspec_nor_diskcache(zipapp: Path, tmp_path: Pat
     heavy = [
         m
         for m in report["modules"]
-        if m.split(".")[0] in ("msgspec", "diskcache", "yaml", "provider.fullpath")
+        if m.split(".")[0] in ("msgspec", "diskcache", "yaml") or m == "provider.fullpath"
     ]
     assert heavy == []
     assert "provider.fastpath" in report["modules"]
+    assert scenario.call_count() == 1
+
+
+def test_debug_mode_says_when_the_fast_path_answered(zipapp: Path, tmp_path: Path) -> None:
+    """What make bench checks on every hit: the line appears on a hit, never on a miss."""
+    scenario = Scenario(tmp_path)
+    scenario.env[DEBUG_ENV] = "1"
+    miss = scenario.run(zipapp)
+    hit = scenario.run(zipapp)
+    assert miss.stdout == hit.stdout
+    assert FAST_PATH_MARK.encode() not in miss.stderr
+    assert hit.stderr == f"registry-credential-provider: debug: {FAST_PATH_MARK}\n".encode()
     assert scenario.call_count() == 1
 
 

@@ -8,6 +8,7 @@ that accepts connections and never answers proves the command gives up on time.
 from __future__ import annotations
 
 import email.utils
+import select
 import socket
 import threading
 import time
@@ -74,14 +75,63 @@ def metadata() -> Iterator[str]:
     server.server_close()
 
 
+class BlackHole:
+    """A TCP server that accepts connections and never answers, recording how many clients held a
+    connection open at once (a client's close is noted before the next connection is accepted,
+    so probes run one after the other never count as overlapping)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(50)
+        self.hostport = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.most_open = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        open_conns: list[socket.socket] = []
+        while not self._stop:
+            readable, _, _ = select.select([self.listener, *open_conns], [], [], 0.05)
+            for conn in [c for c in open_conns if c in readable]:
+                if not conn.recv(4096):  # the client gave up
+                    open_conns.remove(conn)
+                    conn.close()
+            if self.listener in readable:
+                open_conns.append(self.listener.accept()[0])
+                self.most_open = max(self.most_open, len(open_conns))
+        for conn in open_conns:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=5)
+        self.listener.close()
+
+
 @pytest.fixture
-def black_hole() -> Iterator[str]:
+def black_hole_server() -> Iterator[BlackHole]:
+    server = BlackHole()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def black_hole(black_hole_server: BlackHole) -> str:
     """Accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(50)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
+    return black_hole_server.hostport
+
+
+@pytest.fixture
+def quiet_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private cache dir and zipapp dir, so the node checks do not depend on this machine's."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    pex_root = tmp_path / "pex"
+    pex_root.mkdir(mode=0o755)
+    monkeypatch.setenv("REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR", str(cache))
+    monkeypatch.setenv("PEX_ROOT", str(pex_root))
 
 
 def _point_at(monkeypatch: pytest.MonkeyPatch, hostport: str) -> None:
@@ -109,7 +159,7 @@ def checks(stdout: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_every_identity_source_reachable(
-    tmp_path: Path, metadata: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, metadata: str, monkeypatch: pytest.MonkeyPatch, quiet_node: None
 ) -> None:
     _point_at(monkeypatch, metadata)
     config = provider_config(tmp_path, CLOUD_RULES)
@@ -124,19 +174,19 @@ def test_every_identity_source_reachable(
     assert found["clock"][0][0] == "ok"
     assert "behind" in found["clock"][0][1] or "ahead" in found["clock"][0][1]
     assert found["python"][0][0] == "ok"
-    assert result.code == (1 if any(s == "fail" for v in found.values() for s, _ in v) else 0)
-    assert result.stdout.rstrip().splitlines()[-1].endswith("fail")  # the summary line
+    assert [name for name, results in found.items() for s, _ in results if s == "fail"] == []
+    assert result.code == 0
+    assert result.stdout.rstrip().splitlines()[-1].endswith(", 0 fail")  # the summary line
 
 
-def test_unreachable_sources_fail_within_the_timeout(
-    tmp_path: Path, black_hole: str, monkeypatch: pytest.MonkeyPatch
+def test_unreachable_sources_fail_in_parallel_probes(
+    tmp_path: Path, black_hole_server: BlackHole, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _point_at(monkeypatch, black_hole)
+    _point_at(monkeypatch, black_hole_server.hostport)
     config = provider_config(tmp_path, CLOUD_RULES)
-    started = time.monotonic()
     result = run(["doctor", "--config", str(config), "--timeout", "2s", "-o", "json"])
-    elapsed = time.monotonic() - started
-    assert elapsed < 6  # 2s probes in parallel, never one after the other, never hanging
+    # The three sources were probed at once, not one after the other.
+    assert black_hole_server.most_open >= 3
     assert result.code == 1
     report = result.json()
     by_check = {
@@ -273,8 +323,11 @@ def test_registry_probe(tmp_path: Path, black_hole: str, monkeypatch: pytest.Mon
 
 def test_doctor_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     config = provider_config(tmp_path, "  - backend: anonymous\n")
-    result = run_zipapp(zipapp, ["doctor", "--config", str(config), "-o", "json"], b"", timeout=60)
-    assert result.returncode in (0, 1), result.stderr
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    env = {"REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(cache)}
+    result = run_zipapp(zipapp, ["doctor", "--config", str(config), "-o", "json"], b"", env=env, timeout=60)
+    assert result.returncode == 0, result.stdout
     import json
 
     report = json.loads(result.stdout)

@@ -112,8 +112,8 @@ def test_json_report(tmp_path: Path) -> None:
     assert report["rule"] == {"index": 0, "backend": "anonymous", "glob": "registry.example.com:5000/team-a"}
     assert report["response"]["auth"] == {}
     assert report["response"]["apiVersion"] == V1
-    assert report["cache"] in ("off", "hit", "miss", "refresh", "stale")
-    assert report["elapsedMs"] >= 0
+    assert report["cache"] == "off"  # anonymous answers never go through the disk cache
+    assert isinstance(report["elapsedMs"], (int, float))  # present, a number (its value is timing)
 
 
 def test_golden_text(tmp_path: Path) -> None:

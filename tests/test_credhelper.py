@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from provider.credhelper import MAX_OUTPUT_BYTES, HelperCredential, run_helper
 from provider.errors import CredentialHelperError
+
+T = TypeVar("T")
 
 SECRET = "helper-s3cret-do-not-leak"
 SERVER = "reg.example.com"
@@ -82,6 +87,26 @@ def wait_gone(pid: int, within: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return not is_running(pid)
+
+
+def finishes(call: Callable[[], T], *, within: float) -> T:
+    """``call()``'s result, from a thread given ``within`` seconds: a watchdog far below the
+    helper timeout the call was given, so a call that waits for that timeout fails here."""
+    outcome: list[T | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the test's thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), "the call waited for its helper timeout"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def read_pid(path: Path, within: float = 2.0) -> int:
@@ -275,12 +300,9 @@ def test_oversized_output(helpers: Helpers) -> None:
 
 def test_slow_helper_is_killed(helpers: Helpers) -> None:
     helpers.write("slow", 'echo $$ > "$HELPER_LOG/pid"\nexec sleep 5\n')
-    start = time.monotonic()
     with pytest.raises(CredentialHelperError) as caught:
         helpers.run("slow", timeout=0.3)
-    elapsed = time.monotonic() - start
     assert str(caught.value) == f"docker-credential-slow did not answer for {SERVER} within 0.3s"
-    assert 0.25 <= elapsed < 2.0
     assert wait_gone(read_pid(helpers.log / "pid"))
 
 
@@ -291,11 +313,9 @@ def test_grandchild_holding_stdout_does_not_outlive_the_timeout(helpers: Helpers
         'cat >/dev/null\nsleep 5 &\necho $! > "$HELPER_LOG/grandchild"\n'
         f"printf '%s' {shlex.quote(reply())}\nexit 0\n",
     )
-    start = time.monotonic()
+    # It answered, yet the open pipe kept the call waiting until the timeout, which then killed the group.
     with pytest.raises(CredentialHelperError, match=r"did not answer .* within 0\.4s"):
         helpers.run("forking", timeout=0.4)
-    elapsed = time.monotonic() - start
-    assert 0.35 <= elapsed < 2.0
     grandchild = read_pid(helpers.log / "grandchild")
     assert wait_gone(grandchild), f"grandchild {grandchild} survived the helper's timeout"
 
@@ -306,15 +326,12 @@ def test_background_child_is_killed_after_a_normal_answer(helpers: Helpers) -> N
         'cat >/dev/null\nsleep 5 </dev/null >/dev/null 2>&1 &\necho $! > "$HELPER_LOG/grandchild"\n'
         f"printf '%s' {shlex.quote(reply())}\n",
     )
-    start = time.monotonic()
-    assert helpers.run("daemonizing", timeout=5) == HelperCredential(username="helper-user", secret=SECRET)
-    assert time.monotonic() - start < 2.0
+    answer = finishes(lambda: helpers.run("daemonizing", timeout=600), within=60)
+    assert answer == HelperCredential(username="helper-user", secret=SECRET)
     grandchild = read_pid(helpers.log / "grandchild")
     assert wait_gone(grandchild), f"background child {grandchild} outlived the call"
 
 
 def test_fast_helper_does_not_wait_for_the_timeout(helpers: Helpers) -> None:
     helpers.answering("fake", reply())
-    start = time.monotonic()
-    assert helpers.run("fake", timeout=30) is not None
-    assert time.monotonic() - start < 2.0
+    assert finishes(lambda: helpers.run("fake", timeout=600), within=60) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from provider.backends import dockerconfig
 from provider.backends.base import Answer, Credential, Lookup
 from provider.backends.dockerconfig import MAX_FILE_BYTES, DockerConfigBackend, default_files, read_auth_file
 from provider.config import API_VERSION, KIND, AnonymousRule, DockerConfigRule, ProviderConfig, Rule
@@ -28,12 +30,6 @@ from provider.matching import parse_schemeless, urls_match
 DATA = Path(__file__).parent / "data" / "dockerconfig"
 SECRET = "backend-s3cret-do-not-leak"
 HUB_URL = "https://index.docker.io/v1/"
-# Fixed paths default_files() always lists; tests that read the defaults need them absent.
-FIXED_DEFAULT_FILES = (
-    "/var/lib/kubelet/config.json",
-    "/root/.docker/config.json",
-    "/run/containers/0/auth.json",
-)
 
 
 def b64(text: str | bytes) -> str:
@@ -192,14 +188,27 @@ def test_default_files(environ: dict[str, str], expected: list[str]) -> None:
     assert default_files(environ) == expected
 
 
+def test_default_files_under_a_root() -> None:
+    assert default_files({"DOCKER_CONFIG": "/etc/d", "REGISTRY_AUTH_FILE": "/etc/a.json"}, root="/node") == [
+        "/etc/d/config.json",
+        "/node/var/lib/kubelet/config.json",
+        "/node/root/.docker/config.json",
+        "/etc/a.json",
+        "/node/run/containers/0/auth.json",
+    ]
+
+
 @pytest.fixture
-def no_system_files() -> None:
-    present = [path for path in FIXED_DEFAULT_FILES if os.path.lexists(path)]
-    if present:
-        pytest.skip(f"this machine has real credential files: {present}")
+def node_root(env: Env, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The node's filesystem for the default files: a directory of the test's own, never this
+    machine's real credential files."""
+    root = env.root / "node"
+    root.mkdir()
+    monkeypatch.setattr(dockerconfig, "default_files", functools.partial(default_files, root=str(root)))
+    return root
 
 
-@pytest.mark.usefixtures("no_system_files")
+@pytest.mark.usefixtures("node_root")
 def test_default_files_docker_config_before_registry_auth_file(env: Env) -> None:
     env.file("docker/config.json", {"auths": {"reg.io": entry("from-docker-config", "p1")}})
     env.environ["DOCKER_CONFIG"] = str(env.root / "docker")
@@ -213,7 +222,25 @@ def test_default_files_docker_config_before_registry_auth_file(env: Env) -> None
     assert env.warnings == []
 
 
-@pytest.mark.usefixtures("no_system_files")
+def test_default_files_the_kubelets_file_before_roots_and_podmans(env: Env, node_root: Path) -> None:
+    for relative, user in [
+        ("var/lib/kubelet/config.json", "kubelet"),
+        ("root/.docker/config.json", "root"),
+        ("run/containers/0/auth.json", "podman"),
+    ]:
+        path = node_root / relative
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"auths": {f"{user}.io": entry(user, "p"), "all.io": entry(user, "p")}}))
+    assert [cred(env.answer(f"{user}.io/app", None)) for user in ("kubelet", "root", "podman")] == [
+        ("kubelet", "p", ""),
+        ("root", "p", ""),
+        ("podman", "p", ""),
+    ]
+    assert cred(env.answer("all.io/app", None)) == ("kubelet", "p", "")
+    assert env.warnings == []
+
+
+@pytest.mark.usefixtures("node_root")
 def test_default_files_all_missing_is_anonymous(env: Env) -> None:
     env.environ["DOCKER_CONFIG"] = str(env.root / "nonexistent")
     env.environ["REGISTRY_AUTH_FILE"] = str(env.root / "nonexistent.json")
@@ -658,19 +685,17 @@ def test_failing_helper_is_an_error_without_secret(env: Env) -> None:
 def test_helper_timeout_from_rule(env: Env) -> None:
     env.raw_helper("slow", "exec sleep 5\n")
     path = env.file("config.json", {"credsStore": "slow"})
-    start = time.monotonic()
-    with pytest.raises(CredentialHelperError, match=r"within 0\.3s"):
+    with pytest.raises(CredentialHelperError, match=r"within 0\.3s"):  # the rule's, not the default 10s
         env.answer("reg.io/app", [path], helper_timeout="300ms")
-    assert time.monotonic() - start < 2.0
 
 
 def test_helper_timeout_bounded_by_deadline(env: Env) -> None:
     env.raw_helper("slow", "exec sleep 5\n")
     path = env.file("config.json", {"credsStore": "slow"})
-    start = time.monotonic()
-    with pytest.raises(CredentialHelperError, match="did not answer"):
+    with pytest.raises(
+        CredentialHelperError, match=r"did not answer for reg\.io within 0\.[0-3]s"
+    ):  # not 30s
         env.answer("reg.io/app", [path], helper_timeout="30s", deadline=Deadline(0.3))
-    assert time.monotonic() - start < 2.0
 
 
 def test_expired_deadline_runs_no_helper(env: Env) -> None:

@@ -28,6 +28,7 @@ from provider.install.kubeletfile import kubelet_config_providers
 from provider.install.kubeletflags import flags_in, unit_view
 from provider.install.pythons import advice
 from provider.install.record import RECORD
+from tests import kubelet_sim as sim
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "install"
@@ -674,3 +675,56 @@ def test_a_failed_kubelet_restart_is_reported(tmp_path: Path, monkeypatch: pytes
     fake_systemctl(tmp_path, monkeypatch, restart_fails=True)
     with pytest.raises(InstallError, match="systemctl restart kubelet failed: boom"):
         restart_kubelet(FLAVOURS["kubeadm"], lambda message: None)
+
+
+# --- the goldens, read by the independent kubelet simulator -----------------------------------------
+
+OWN_STATE = "/var/lib/registry-credential-provider/"  # the installer's record and backups
+
+
+def tree_files(tree: str) -> dict[str, str]:
+    """The files an ``after.tree`` golden shows with their content: path -> text."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in tree.splitlines():
+        if line.startswith("  |"):
+            assert current is not None, line
+            current.append(line[4:])
+        elif line.startswith("f "):
+            current = found.setdefault(line.split(" ")[2], [])
+        else:
+            current = None
+    return {path: "\n".join(lines) + "\n" for path, lines in found.items()}
+
+
+@pytest.mark.parametrize("flavour", sorted(p.parent.name for p in DATA.glob("*/after.tree")))
+def test_golden_kubelet_config_is_accepted_by_the_simulator(flavour: str, tmp_path: Path) -> None:
+    """What the installer leaves for the kubelet, loaded and validated as the kubelet would (by
+    tests/kubelet_sim.py, not by our own ``validate``), holds our provider entry."""
+    files = tree_files((DATA / flavour / "after.tree").read_text())
+    live = {
+        path: text
+        for path, text in files.items()
+        if "CredentialProviderConfig" in text and not path.startswith(OWN_STATE)
+    }
+    assert live, f"{flavour}: no CredentialProviderConfig in the golden"
+    for path, text in files.items():
+        target = tmp_path / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    # A directory of several configs is what the kubelet is pointed at (it merges them).
+    sources = {
+        str(Path(path).parent) if sum(Path(p).parent == Path(path).parent for p in live) > 1 else path
+        for path in live
+    }
+    for source in sorted(sources):
+        config = sim.load_config(tmp_path / source.lstrip("/"))
+        assert sim.validate_config(config) == [], f"{flavour}: the kubelet refuses {source}"
+        ours = [p for p in config.providers if p.name == "registry-credential-provider"]
+        assert len(ours) == 1, f"{flavour}: {source} has no registry-credential-provider entry"
+        provider = ours[0]
+        assert provider.api_version == "credentialprovider.kubelet.k8s.io/v1"
+        assert provider.args[:2] == ("get-credentials", "--config")
+        our_config = provider.args[2]
+        assert our_config in files, f"{flavour}: {our_config} is not in the golden"
+        assert '"kind": "ProviderConfig"' in files[our_config]

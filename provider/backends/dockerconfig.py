@@ -47,15 +47,19 @@ def check_rule(path: str, rule: RuleBase) -> None:
         check_absolute_path(f"{path}.files[{position}]", file)
 
 
-def default_files(environ: Mapping[str, str]) -> list[str]:
-    """The node's usual credential files, in the order they are searched."""
+def default_files(environ: Mapping[str, str], root: str = "/") -> list[str]:
+    """The node's usual credential files, in the order they are searched; the fixed ones under
+    ``root``, the node's filesystem (tests point it at a directory of their own)."""
     files = []
     if environ.get("DOCKER_CONFIG"):
         files.append(os.path.join(environ["DOCKER_CONFIG"], "config.json"))
-    files += ["/var/lib/kubelet/config.json", "/root/.docker/config.json"]
+    files += [
+        os.path.join(root, "var/lib/kubelet/config.json"),
+        os.path.join(root, "root/.docker/config.json"),
+    ]
     if environ.get("REGISTRY_AUTH_FILE"):
         files.append(environ["REGISTRY_AUTH_FILE"])
-    files.append("/run/containers/0/auth.json")
+    files.append(os.path.join(root, "run/containers/0/auth.json"))
     return files
 
 

@@ -1,4 +1,5 @@
-"""Helpers for the benchmarks: timing execs, interleaved, and reporting medians."""
+"""Helpers for the benchmarks: timing execs, interleaved, and reporting medians (every row is a
+median of several runs, never a best or a worst)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,19 @@ def measurement(name: str, value: float, unit: str, goal: str = "", ok: bool | N
     return {"name": name, "value": round(value, 4), "unit": unit, "goal": goal, "ok": ok}
 
 
-def timed_exec(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> float:
-    """Wall seconds of one exec; fails loudly if the command fails."""
+def timed_exec(
+    argv: Sequence[str], stdin: bytes, env: Mapping[str, str], *, expect_stderr: str | None = None
+) -> float:
+    """Wall seconds of one exec; fails loudly if the command fails, or if ``expect_stderr`` is
+    given and its stderr does not say it."""
     started = time.perf_counter()
     result = subprocess.run(list(argv), input=stdin, capture_output=True, env=dict(env), check=False)
     elapsed = time.perf_counter() - started
+    stderr = result.stderr.decode(errors="replace")
     if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed: {result.stderr.decode(errors='replace').strip()[:300]}")
+        raise RuntimeError(f"{argv[0]} failed: {stderr.strip()[:300]}")
+    if expect_stderr is not None and expect_stderr not in stderr:
+        raise RuntimeError(f"{argv[0]}: expected {expect_stderr!r} on stderr, got {stderr.strip()[:300]!r}")
     return elapsed
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -104,9 +105,13 @@ def measure() -> list[Measurement]:
                 bare()
             medians = interleaved_medians(RUNS, {"zipapp": zipapp_miss, "bare": bare})
             hosts = [f"{next(accounts)}.dkr.ecr.us-east-1.amazonaws.com" for _ in range(3)]
-            peak = max(peak_rss_mb([str(ZIPAPP), "get-credentials"], _request(host), env) for host in hosts)
+            peak = statistics.median(
+                peak_rss_mb([str(ZIPAPP), "get-credentials"], _request(host), env) for host in hosts
+            )
             account = next(accounts)
-            bare_peak = peak_rss_mb([python, "-I", str(script), account, f"{account}.x"], b"", env)
+            bare_peak = statistics.median(
+                peak_rss_mb([python, "-I", str(script), account, f"{account}.x"], b"", env) for _ in range(3)
+            )
         finally:
             moto.stop()
     ratio = medians["zipapp"] / medians["bare"]

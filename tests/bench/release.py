@@ -4,6 +4,7 @@ the execs after it."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 import time
@@ -44,10 +45,15 @@ def measure() -> list[Measurement]:
         x86 = next(a for a in artifacts if a.arch == "x86_64")
         config = Path(scratch) / "config.json"
         config.write_text(ANONYMOUS)
-        env = kubelet_env({"PEX_ROOT": str(Path(scratch) / "pex"), "PYTHONDONTWRITEBYTECODE": "1"})
         argv = [str(x86.path), "get-credentials", "--config", str(config)]
-        first = timed_exec(argv, REQUEST, env)
-        later = min(timed_exec(argv, REQUEST, env) for _ in range(10))
+        firsts = []
+        for attempt in range(3):  # each into a fresh runtime root
+            env = kubelet_env(
+                {"PEX_ROOT": str(Path(scratch) / f"pex{attempt}"), "PYTHONDONTWRITEBYTECODE": "1"}
+            )
+            firsts.append(timed_exec(argv, REQUEST, env))
+        first = statistics.median(firsts)
+        later = statistics.median(timed_exec(argv, REQUEST, env) for _ in range(10))
         rows.append(
             measurement("first exec: unpack into the runtime root (pre-warmed by install)", first, "s")
         )

@@ -17,15 +17,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import HTTPServer
 from pathlib import Path
 
-# Which Debian package ships each binary the infrastructure runs.
-APT_PACKAGE = {
-    "docker-registry": "docker-registry",
-    "htpasswd": "apache2-utils",
-    "skopeo": "skopeo",
-    "umoci": "umoci",
-    "containerd": "containerd",
-    "openssl": "openssl",
-}
+SYSTEM_PACKAGES_FILE = Path(__file__).with_name("system-packages.txt")
+
+
+def _apt_packages() -> dict[str, str]:
+    """Which Debian package ships each program the tests run (``system-packages.txt``)."""
+    table: dict[str, str] = {}
+    for line in SYSTEM_PACKAGES_FILE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            program, package = line.split()
+            table[program] = package
+    return table
+
+
+APT_PACKAGE = _apt_packages()
 
 REDACTED = "***"
 
@@ -45,7 +50,7 @@ def require_binary(name: str) -> str:
         package = APT_PACKAGE.get(name, name)
         raise MissingToolError(
             f"required binary {name!r} not found on PATH; install it with "
-            f"`apt-get install --no-install-recommends {package}` (CI: .ci/run installs it)"
+            f"`apt-get install --no-install-recommends {package}` (`make test` does, as root)"
         )
     return path
 
