@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from provider import cacherecords as records
 from provider.cachekeys import CRED_PREFIX, DATABASE, PLAN_PREFIX, dir_problem
 
 if TYPE_CHECKING:
@@ -27,45 +28,46 @@ if TYPE_CHECKING:
 __all__ = ["CachedCredential", "CredentialStore", "Plan"]
 
 
-class CachedCredential(msgspec.Struct, rename="camel", kw_only=True):
+class CachedCredential(msgspec.Struct, kw_only=True):
     """A credential as stored. Times are Unix seconds: the entry is good until ``expires_at`` and
     is fetched anew from ``refresh_at`` on (jittered, ahead of expiry); ``credential_expires_at``
     is the credential's own expiry when it has one (helper credentials do not); the rest is
-    the backend's answer, and what ``cache list`` shows."""
+    the backend's answer, and what ``cache list`` shows. Field names: ``provider.cacherecords``."""
 
-    v: int = 1
-    username: str
-    password: str
-    expires_at: float
-    fetched_at: float
-    refresh_at: float
-    credential_expires_at: float | None = None
-    path_scope: str = ""
-    per_image: bool = False
-    cache_seconds: float | None = None
-    depends_on: list[str] = msgspec.field(default_factory=list)
-    backend: str
-    registry: str
-    identity: str
-    parts: list[str]
+    v: int = msgspec.field(default=records.CREDENTIAL_VERSION, name=records.VERSION)
+    username: str = msgspec.field(name=records.USERNAME)
+    password: str = msgspec.field(name=records.PASSWORD)
+    expires_at: float = msgspec.field(name=records.EXPIRES_AT)
+    fetched_at: float = msgspec.field(name=records.FETCHED_AT)
+    refresh_at: float = msgspec.field(name=records.REFRESH_AT)
+    credential_expires_at: float | None = msgspec.field(default=None, name=records.CREDENTIAL_EXPIRES_AT)
+    path_scope: str = msgspec.field(default="", name=records.PATH_SCOPE)
+    per_image: bool = msgspec.field(default=False, name=records.PER_IMAGE)
+    cache_seconds: float | None = msgspec.field(default=None, name=records.CACHE_SECONDS)
+    depends_on: list[str] = msgspec.field(default_factory=list, name=records.DEPENDS_ON)
+    backend: str = msgspec.field(name=records.BACKEND)
+    registry: str = msgspec.field(name=records.REGISTRY)
+    identity: str = msgspec.field(name=records.IDENTITY)
+    parts: list[str] = msgspec.field(name=records.PARTS)
 
     def __repr__(self) -> str:
         return f"CachedCredential(backend={self.backend!r}, registry={self.registry!r}, password=<redacted>)"
 
 
-class Plan(msgspec.Struct, rename="camel", kw_only=True):
+class Plan(msgspec.Struct, kw_only=True):
     """How a request was answered, for the fast path: the credential entry's key material, the
-    response's key and cacheKeyType, the cap on cacheDuration, and the files it depends on."""
+    response's key and cacheKeyType, the cap on cacheDuration, and the files it depends on.
+    Field names: ``provider.cacherecords``."""
 
-    v: int = 1
-    backend: str
-    registry: str
-    parts: list[str]
-    per_token: bool
-    key: str
-    cache_key_type: str
-    cap_seconds: float
-    deps: list[list[Any]]
+    v: int = msgspec.field(default=records.PLAN_VERSION, name=records.VERSION)
+    backend: str = msgspec.field(name=records.BACKEND)
+    registry: str = msgspec.field(name=records.REGISTRY)
+    parts: list[str] = msgspec.field(name=records.PARTS)
+    per_token: bool = msgspec.field(name=records.PER_TOKEN)
+    key: str = msgspec.field(name=records.KEY)
+    cache_key_type: str = msgspec.field(name=records.CACHE_KEY_TYPE)
+    cap_seconds: float = msgspec.field(name=records.CAP_SECONDS)
+    deps: list[list[Any]] = msgspec.field(name=records.DEPS)
 
 
 _credential_decoder = msgspec.json.Decoder(CachedCredential)
@@ -159,12 +161,15 @@ class CredentialStore:
         if raw is None:
             return None
         try:
-            return _credential_decoder.decode(raw)
+            entry = _credential_decoder.decode(raw)
         except CACHE_ERRORS:
+            entry = None
+        if entry is None or entry.v != records.CREDENTIAL_VERSION:
             if key not in self._unreadable:
                 self._unreadable.add(key)
                 self._warn(f"disk cache {self.directory}: ignoring an unreadable entry")
             return None
+        return entry
 
     def put_credential(self, key: str, entry: CachedCredential, now: float) -> None:
         self._set_raw(key, _encoder.encode(entry), entry.expires_at, now)

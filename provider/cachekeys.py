@@ -27,6 +27,7 @@ CACHE_DIR_ENV = "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR"
 DATABASE = "cache.db"  # diskcache's file name inside the directory
 CRED_PREFIX = "cred:"
 PLAN_PREFIX = "plan:"
+DEBUG_ENV = "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"  # =1: the fast path says on stderr why it declines
 
 
 def _digest(parts: Iterable[str]) -> str:
@@ -57,9 +58,7 @@ def config_version(path: str | None) -> str:
 
 
 # Set by shells, the zipapp's launcher or for debugging; no backend's answer depends on them.
-_VOLATILE = frozenset(
-    {"PWD", "OLDPWD", "_", "SHLVL", "PEX", "VIRTUAL_ENV", "REGISTRY_CREDENTIAL_PROVIDER_DEBUG"}
-)
+_VOLATILE = frozenset({"PWD", "OLDPWD", "_", "SHLVL", "PEX", "VIRTUAL_ENV", DEBUG_ENV})
 
 
 def environment_version(environ: Mapping[str, str]) -> str:

@@ -55,16 +55,20 @@ def answer(
     timeout: float | None = None,
     started: float | None = None,
     use_cache: bool = True,
+    fast_path: bool = True,
     warn: Callable[[str], None] | None = None,
     guard: Callable[[Deadline], AbstractContextManager[object]] = _no_guard,
+    now: Callable[[], float] = time.time,
 ) -> Reply:
     """The response to the request ``data`` under the config at ``config_path`` (None: the
     embedded default); raises a ``ProviderError`` subclass on failure.
 
     ``timeout``: the call's deadline in seconds (None: the config's ``timeout``), counted from
     ``started`` (``time.monotonic()``; default now). ``use_cache`` False neither reads nor writes
-    the disk cache. Warnings go to ``warn`` as they happen and into ``Reply.warnings``. ``guard``
+    the disk cache; ``fast_path`` False goes straight to the full path (which still uses the
+    disk cache). Warnings go to ``warn`` as they happen and into ``Reply.warnings``. ``guard``
     wraps the full path's work once its deadline is known (kubelet mode: a SIGALRM backstop).
+    ``now``: the wall clock credentials' expiry is judged by.
     """
     started = time.monotonic() if started is None else started
     warnings: list[str] = []
@@ -74,13 +78,13 @@ def answer(
         if warn is not None:
             warn(message)
 
-    if use_cache:
+    if use_cache and fast_path:
         from provider import fastpath
 
-        cached = fastpath.answer(config_path, data, environ)
+        cached = fastpath.answer(config_path, data, environ, now())
         if cached is not None:
             return Reply(cached, warnings, "fast")
-    return _full(data, config_path, environ, timeout, started, use_cache, note, guard, warnings)
+    return _full(data, config_path, environ, timeout, started, use_cache, note, guard, warnings, now)
 
 
 def _full(
@@ -93,6 +97,7 @@ def _full(
     note: Callable[[str], None],
     guard: Callable[[Deadline], AbstractContextManager[object]],
     warnings: list[str],
+    now: Callable[[], float],
 ) -> Reply:
     from provider.cachekeys import config_version
     from provider.config import load_config
@@ -111,6 +116,8 @@ def _full(
             if use_cache
             else None
         )
-        outcome = respond(request, config, deadline=deadline, environ=environ, warn=note, cache=cache)
+        outcome = respond(
+            request, config, deadline=deadline, environ=environ, warn=note, now=now, cache=cache
+        )
         stdout = encode_response(outcome.response)
     return Reply(stdout, warnings, "full", outcome)
