@@ -15,7 +15,7 @@ import pytest
 
 from provider import kubeletconfig
 from tests import kubelet_sim as sim
-from tests.cmdutil import V1, check_golden, normalize, provider_config, run
+from tests.cmdutil import SECRET, V1, auth_file, check_golden, normalize, provider_config, run
 from tests.conftest import run_zipapp
 
 KUBELET_V1 = "kubelet.config.k8s.io/v1"
@@ -592,16 +592,27 @@ def test_kubelet_and_disk_cache_agree_on_the_cache_type(tmp_path: Path, cache_ty
     ("args", "message"),
     [
         (["cache", "list"], "runs the operator command 'cache', not kubelet mode"),
-        (["--timeout", "90s"], "the plugin would exit 1 on every pull"),
+        (["--timeout", "90s"], "the plugin would exit 2 on every pull"),
+        (["--timeout", "abc", "get-credentials"], "the plugin would exit 2 on every pull"),
         (["--frobnicate"], "the plugin would exit 2 on every pull"),
     ],
-    ids=["operator command", "timeout", "unknown flag"],
+    ids=["operator command", "timeout", "timeout before the command", "unknown flag"],
 )
 def test_our_provider_args_must_select_kubelet_mode(tmp_path: Path, args: list[str], message: str) -> None:
     path = kubelet_config(tmp_path, provider(args=args))
     result = run(["validate", "--kubelet-config", str(path), "--config", str(our_rules(tmp_path))])
     assert result.code == 1
     assert any(message in fail for fail in lines(result.stdout, "fail")), result.stdout
+
+
+@pytest.mark.parametrize("command_first", [False, True], ids=["options first", "command first"])
+def test_the_config_our_args_pass_is_the_one_checked(tmp_path: Path, command_first: bool) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    args = ["--config", missing]
+    args = ["get-credentials", *args] if command_first else [*args, "get-credentials"]
+    result = run(["validate", "--kubelet-config", str(kubelet_config(tmp_path, provider(args=args)))])
+    assert result.code == 1
+    assert any(line.startswith("fail  config") and missing in line for line in lines(result.stdout, "fail"))
 
 
 def test_config_from_the_providers_env_and_a_broken_one(tmp_path: Path) -> None:
@@ -767,3 +778,16 @@ def test_validate_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     result = run_zipapp(zipapp, ["validate", "--kubelet-config", str(bad)], b"")
     assert result.returncode == 1
     assert b"providers.apiVersion: Required value" in result.stdout
+
+
+def test_missing_credential_files_are_warned_about(tmp_path: Path) -> None:
+    present = auth_file(tmp_path, {"r.test": ("alice", SECRET)})
+    missing = tmp_path / "gone.json"
+    config = provider_config(tmp_path, f"  - backend: dockerconfig\n    files: [{present}, {missing}]\n")
+    result = run(["validate", "--config", str(config)])
+    assert result.code == 0, result.stdout
+    warnings = lines(result.stdout, "warn")
+    assert any("rules[0].files[1]" in line and f"{missing} does not exist" in line for line in warnings), (
+        warnings
+    )
+    assert not any(str(present) in line for line in warnings), warnings

@@ -24,8 +24,8 @@ import subprocess
 
 import msgspec
 
-from provider import globs, goduration
-from provider.config import CONFIG_ENV, CloudRule, ProviderConfig, load_config
+from provider import globs
+from provider.config import CONFIG_ENV, CloudRule, ProviderConfig, Rule, load_config
 from provider.errors import ConfigError
 from provider.kubeletconfig import (
     CredentialProvider,
@@ -41,11 +41,26 @@ from provider.locations import config_path
 from provider.output import Check, Status, worst
 from provider.platforms import PROVIDER_NAME
 
-__all__ = ["NEWEST_KUBELET", "Report", "ValidateOptions", "check"]
+__all__ = ["NEWEST_KUBELET", "Report", "ValidateOptions", "check", "missing_file_warning", "missing_files"]
 
 VERSION_TIMEOUT_SECONDS = 20.0
 # Judged as this kubelet when its version is not given: every feature on.
 NEWEST_KUBELET = (1, 36)
+
+
+def missing_files(rule: Rule) -> list[tuple[int, str]]:
+    """The credential files a rule names that do not exist, with their positions in ``files``
+    (a rule that names none searches the node's usual files, any of which may be absent)."""
+    from provider.backends.dockerconfig import DockerConfigRule
+
+    if not isinstance(rule, DockerConfigRule):
+        return []
+    return [(position, file) for position, file in enumerate(rule.files or ()) if not os.path.exists(file)]
+
+
+def missing_file_warning(file: str) -> str:
+    """What a missing credential file means for the images of its rule."""
+    return f"{file} does not exist: no credentials come from it (empty auth: an anonymous pull)"
 
 
 class ValidateOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -268,16 +283,12 @@ class _Validation:
                 return
             config, timeout = namespace.config, namespace.timeout
         if timeout is not None:
+            from provider.protocol import parse_timeout
+
             try:
-                seconds = goduration.parse_seconds(timeout)
-            except ValueError:
-                seconds = -1.0
-            if not 0 < seconds <= 55:
-                self.add(
-                    "fail",
-                    where,
-                    f"--timeout {timeout!r}: the plugin would exit 1 on every pull (0s < t <= 55s)",
-                )
+                parse_timeout(timeout)
+            except ValueError as exc:
+                self.add("fail", where, f"{args!r}: the plugin would exit 2 on every pull: {exc}")
                 return
         env = {var.name: var.value for var in provider.env or ()}
         from_kubelet = config or env.get(CONFIG_ENV) or None
@@ -324,6 +335,8 @@ class _Validation:
             for position, glob in enumerate(rule.match or ()):
                 for trap in globs.traps(glob):
                     self.add("warn", f"rules[{index}].match[{position}]", f"{glob!r}: {trap}")
+            for position, file in missing_files(rule):
+                self.add("warn", f"rules[{index}].files[{position}]", missing_file_warning(file))
         self._shadowed(config)
         return config
 
