@@ -229,17 +229,23 @@ def _kubelet_mode(
 
     data = _read_request(stdin, MAX_REQUEST_BYTES, timeout_flag or DEFAULT_TIMEOUT_SECONDS)
     from provider import core
-    from provider.locations import config_path
+    from provider.errors import ConfigError
+    from provider.locations import CONFIG_ENV, config_path, named_by
 
-    reply = core.answer(
-        data,
-        config_path=config_path(args.config, os.environ),
-        environ=os.environ,
-        timeout=timeout_flag,
-        started=started,
-        warn=_Warn(stderr),
-        guard=_guard,
-    )
+    try:
+        reply = core.answer(
+            data,
+            config_path=config_path(args.config, os.environ),
+            environ=os.environ,
+            timeout=timeout_flag,
+            started=started,
+            warn=_Warn(stderr),
+            guard=_guard,
+        )
+    except ConfigError as exc:
+        if named_by(args.config, os.environ) == CONFIG_ENV:
+            raise ConfigError(f"{exc} (named by {CONFIG_ENV})") from None
+        raise
     stdout.write(reply.stdout)
     stdout.flush()
     return EXIT_OK

@@ -95,7 +95,10 @@ def test_broken_config_names_file_and_field(zipapp: Path, tmp_path: Path) -> Non
 
 def test_missing_config_from_environment(zipapp: Path, tmp_path: Path) -> None:
     env = {"REGISTRY_CREDENTIAL_PROVIDER_CONFIG": str(tmp_path / "nope.yaml")}
-    assert_failed_cleanly(run_zipapp(zipapp, [], request(), env=env), "does not exist")
+    assert_failed_cleanly(
+        run_zipapp(zipapp, [], request(), env=env),
+        "does not exist (named by REGISTRY_CREDENTIAL_PROVIDER_CONFIG)",
+    )
 
 
 def test_cli_config_wins_over_environment(zipapp: Path, tmp_path: Path) -> None:

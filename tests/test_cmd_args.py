@@ -72,3 +72,29 @@ def test_operator_commands_take_config_before_the_command(tmp_path: Path) -> Non
         result = run([*args, "--output", "json"])
         assert result.code == 0, result.stderr
         assert result.json()["config"] == str(config)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["get-credentials"], ["test", "r.test/app"], ["validate"], ["render", "--flavor", "kubeadm"]],
+    ids=str,
+)
+def test_a_missing_config_named_by_the_environment_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv("REGISTRY_CREDENTIAL_PROVIDER_CONFIG", str(missing))
+    result = run(command, REQUEST)
+    assert result.code == 1
+    assert (
+        f"{missing} does not exist (named by REGISTRY_CREDENTIAL_PROVIDER_CONFIG)"
+        in result.stdout + result.stderr
+    )
+
+
+def test_cache_takes_dash_o_like_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR", str(tmp_path / "cache"))
+    config = provider_config(tmp_path, "  - backend: anonymous\n")
+    result = run(["cache", "list", "-o", "json", "--config", str(config)])
+    assert result.code == 0, result.stderr
+    assert result.json() == []

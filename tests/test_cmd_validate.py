@@ -456,7 +456,7 @@ def test_kubelet_errors_are_reported_with_the_kubelets_words(tmp_path: Path) -> 
         'providers.name: Invalid value: "a b": provider name cannot contain spaces' in f for f in fails
     )
     assert any("providers.defaultCacheDuration: Required value" in f for f in fails)
-    assert "the kubelet would exit at start-up:" in result.stdout
+    assert "the kubelet would exit at start-up with the first of them, saying:" in result.stdout
     assert (
         "failed to validate credential provider config: "
         '[providers.name: Invalid value: "a b": provider name cannot contain spaces, '
@@ -791,3 +791,26 @@ def test_missing_credential_files_are_warned_about(tmp_path: Path) -> None:
         warnings
     )
     assert not any(str(present) in line for line in warnings), warnings
+
+
+def test_the_summary_names_the_error_the_kubelet_prints_first(tmp_path: Path) -> None:
+    """The kubelet validates the whole config before it looks for binaries."""
+    path = kubelet_config(
+        tmp_path, {"name": "h", "matchImages": [], "apiVersion": V1, "defaultCacheDuration": "1m"}
+    )
+    (tmp_path / "bin").mkdir()
+    result = run(
+        ["validate", "--kubelet-config", str(path), "--bin-dir", str(tmp_path / "bin"), "-o", "json"]
+    )
+    assert result.code == 1
+    report = result.json()
+    assert report["kubeletError"] == (
+        "failed to validate credential provider config: "
+        "providers.matchImages: Required value: at least 1 item in matchImages is required"
+    )
+    assert sum(check["status"] == "fail" for check in report["checks"]) == 2  # the binary too, in the table
+
+
+def test_one_rule_is_not_plural(tmp_path: Path) -> None:
+    result = run(["validate", "--config", str(provider_config(tmp_path, "  - backend: anonymous\n"))])
+    assert f"{tmp_path / 'provider.yaml'}: 1 rule (anonymous)" in result.stdout

@@ -44,6 +44,9 @@ from provider.platforms import PROVIDER_NAME
 __all__ = ["NEWEST_KUBELET", "Report", "ValidateOptions", "check", "missing_file_warning", "missing_files"]
 
 VERSION_TIMEOUT_SECONDS = 20.0
+# The kubelet's start-up steps in its order (RegisterCredentialProviderPlugins): it exits with
+# the first failing step's error, so a config error hides a missing binary.
+_STEPS = ("bin dir", "read", "validate", "binaries")
 # Judged as this kubelet when its version is not given: every feature on.
 NEWEST_KUBELET = (1, 36)
 
@@ -124,6 +127,7 @@ class _Validation:
         self.options = options
         self.checks: list[Check] = []
         self.kubelet_error: str | None = None
+        self._error_step = len(_STEPS)
         self.version = options.kubelet_version or NEWEST_KUBELET
         self.kubelet_config_path = options.kubelet_config
         self.bin_dir = options.bin_dir
@@ -143,12 +147,13 @@ class _Validation:
                 "kubelet config",
                 f"kubelet {self.version[0]}.{self.version[1]} reads one file; "
                 "a directory needs kubelet 1.34+",
+                "read",
             )
             return None
         try:
             loaded = load(path)
         except KubeletConfigError as exc:
-            self._kubelet_exits("kubelet config", str(exc))
+            self._kubelet_exits("kubelet config", str(exc), "read")
             return None
         files = ", ".join(loaded.files)
         count = len(loaded.providers)
@@ -176,6 +181,7 @@ class _Validation:
                     f"kubelet {self.version[0]}.{self.version[1]} has no tokenAttributes "
                     f'(strict decoding error: unknown field "providers[{index}].tokenAttributes"); '
                     "it needs 1.33+",
+                    "read",
                 )
                 continue
             found = validate([item.provider], token_gate=token_gate)
@@ -183,19 +189,27 @@ class _Validation:
             for message in found:
                 self.add("fail", where, message)
         if messages:
-            self.kubelet_error = "failed to validate credential provider config: " + aggregate(messages)
+            self._first_error(
+                "failed to validate credential provider config: " + aggregate(messages), "validate"
+            )
         elif self.kubelet_error is None:
             self.add("ok", "kubelet config", "passes the kubelet's validation")
 
-    def _kubelet_exits(self, check: str, message: str) -> None:
-        self.kubelet_error = message
-        self.add("fail", check, message)
+    def _kubelet_exits(self, check: str, message: str, step: str, detail: str | None = None) -> None:
+        """A check the kubelet fails at start-up with ``message`` (``detail``: ours, if longer)."""
+        self.add("fail", check, detail or message)
+        self._first_error(message, step)
+
+    def _first_error(self, message: str, step: str) -> None:
+        """Keeps the message of the kubelet's earliest failing step: the one it exits with."""
+        if _STEPS.index(step) < self._error_step:
+            self.kubelet_error, self._error_step = message, _STEPS.index(step)
 
     def bin_dir_checks(self, loaded: LoadedConfig | None) -> None:
         if self.bin_dir is None:
             return
         if not os.path.isdir(self.bin_dir):
-            self._kubelet_exits("bin dir", f"plugin binary directory {self.bin_dir} did not exist")
+            self._kubelet_exits("bin dir", f"plugin binary directory {self.bin_dir} did not exist", "bin dir")
             return
         self.add("ok", "bin dir", self.bin_dir)
         for item in loaded.providers if loaded else ():
@@ -203,12 +217,18 @@ class _Validation:
             binary = os.path.normpath(os.path.join(self.bin_dir, name))
             if not os.path.exists(binary):
                 # exec.LookPath returns "" on error, hence the kubelet's double space.
-                self._kubelet_exits(f"binary {name}", f"plugin binary executable  did not exist ({binary})")
+                self._kubelet_exits(
+                    f"binary {name}",
+                    "plugin binary executable  did not exist",
+                    "binaries",
+                    f"plugin binary executable  did not exist ({binary})",
+                )
             elif os.path.isdir(binary) or not os.access(binary, os.X_OK):
                 why = "is a directory" if os.path.isdir(binary) else "permission denied"
                 self._kubelet_exits(
                     f"binary {name}",
                     f"error inspecting binary executable : exec: {go_quote(binary)}: {why}",
+                    "binaries",
                 )
             elif name == self.options.name:
                 self._our_binary(binary)
@@ -318,11 +338,17 @@ class _Validation:
             path = config_path(self.options.config, environ)
             config = load_config(path)
         except ConfigError as exc:
-            self.add("fail", "config", str(exc))
+            from_environment = (
+                not self.options.config and self.config_path is None and os.environ.get(CONFIG_ENV)
+            )
+            self.add("fail", "config", f"{exc} (named by {CONFIG_ENV})" if from_environment else str(exc))
             return None
         self.config_path = path
         backends = ", ".join(dict.fromkeys(rule.backend for rule in config.rules))
-        self.add("ok", "config", f"{path or 'embedded default'}: {len(config.rules)} rules ({backends})")
+        count = len(config.rules)
+        self.add(
+            "ok", "config", f"{path or 'embedded default'}: {count} rule{'s' * (count != 1)} ({backends})"
+        )
         for index, rule in enumerate(config.rules):
             if not built(rule.backend):
                 fallback = isinstance(rule, CloudRule) and rule.on_no_identity == "next"
