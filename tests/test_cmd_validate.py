@@ -99,7 +99,11 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
         document(provider(defaultCacheDuration=DROP)),
         "defaultCacheDuration: Required value",
     ),
-    ("duration negative", document(provider(defaultCacheDuration="-1m")), "Invalid value: -1m0s: default"),
+    (
+        "duration negative",
+        document(provider(defaultCacheDuration="-1m")),
+        'Invalid value: "-1m0s": must be greater than or equal to 0',
+    ),
     ("duration zero", document(provider(defaultCacheDuration="0")), ""),
     ("token valid", document(provider(tokenAttributes=token())), ""),
     (
@@ -140,17 +144,17 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
     (
         "token key long name",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a" * 64]))),
-        "name part must be no more than 63 characters",
+        "name part must be no more than 63 bytes",
     ),
     (
         "token key long prefix",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a" * 254 + "/x"]))),
-        "prefix part must be no more than 253 characters",
+        "prefix part must be no more than 253 bytes",
     ),
     (
         "token key two slashes",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a/b/c"]))),
-        "a qualified name must consist",
+        "a valid label key must consist",
     ),
     (
         "token key empty",
@@ -178,7 +182,7 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
                 )
             )
         ),
-        'Invalid value: []string{"a", "b"}: annotation keys cannot be both required and optional',
+        'Invalid value: ["a","b"]: annotation keys cannot be both required and optional',
     ),
     (
         "token cacheType missing",
@@ -416,8 +420,12 @@ def test_directory_duplicate_names_and_empty(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(kubeletconfig.KubeletConfigError, match="no configuration files found in directory"):
         kubeletconfig.load(str(empty))
-    with pytest.raises(kubeletconfig.KubeletConfigError, match="unable to access path"):
-        kubeletconfig.load(str(tmp_path / "missing"))
+    missing = tmp_path / "missing"
+    with pytest.raises(kubeletconfig.KubeletConfigError) as raised:
+        kubeletconfig.load(str(missing))
+    assert (
+        str(raised.value) == f'unable to access path "{missing}": stat {missing}: no such file or directory'
+    )
 
 
 # --- the command ------------------------------------------------------------------------------------
