@@ -822,3 +822,16 @@ def test_the_summary_names_the_error_the_kubelet_prints_first(tmp_path: Path) ->
 def test_one_rule_is_not_plural(tmp_path: Path) -> None:
     result = run(["validate", "--config", str(provider_config(tmp_path, "  - backend: anonymous\n"))])
     assert f"{tmp_path / 'provider.yaml'}: 1 rule (anonymous)" in result.stdout
+
+
+def test_a_path_in_match_images_reaching_other_repositories_is_warned_about(tmp_path: Path) -> None:
+    path = kubelet_config(tmp_path, provider(matchImages=["shared.test/team-a", "other.test/team-b/"]))
+    result = run(["validate", "--kubelet-config", str(path), "--config", str(our_rules(tmp_path))])
+    warnings = lines(result.stdout, "warn")
+    assert any(
+        "providers[0].matchImages[0]" in line and "'shared.test/team-a-other/app'" in line
+        for line in warnings
+    ), warnings
+    assert not any("providers[0].matchImages[1]" in line and "raw string" in line for line in warnings), (
+        warnings
+    )

@@ -161,7 +161,8 @@ class _Validation:
         self._validate_loaded(loaded)
         for index, item in enumerate(loaded.providers):
             for position, glob in enumerate(item.provider.match_images or ()):
-                for trap in globs.traps(glob):
+                reach = globs.raw_prefix_reach(glob)
+                for trap in [*globs.traps(glob), *([reach] if reach else [])]:
                     self.add("warn", f"providers[{index}].matchImages[{position}]", f"{glob!r}: {trap}")
         return loaded
 
