@@ -63,15 +63,18 @@ class KubeletArgs:
 def fast_kubelet_args(argv: Sequence[str]) -> KubeletArgs | None:
     """Kubelet mode's few options, read without argparse (its import costs every pull ~10 ms).
 
-    Returns None for anything else (help, version, other commands, mistakes), which then goes
-    through the full parser and its messages.
+    ``get-credentials`` may stand before, between or after the options. Returns None for
+    anything else (help, version, other commands, mistakes), which then goes through the full
+    parser and its messages.
     """
     args = KubeletArgs()
     words = list(argv)
-    if words[:1] == ["get-credentials"]:
-        words = words[1:]
+    command_seen = False
     while words:
         word = words.pop(0)
+        if word == "get-credentials" and not command_seen:
+            command_seen = True
+            continue
         name, equals, value = word.partition("=")
         if name not in ("--config", "--timeout", "-v", "--v"):
             return None
@@ -84,6 +87,40 @@ def fast_kubelet_args(argv: Sequence[str]) -> KubeletArgs | None:
         elif name == "--timeout":
             args.timeout = value
     return args
+
+
+def _timeout_argument(value: str) -> str:
+    """argparse's check of ``--timeout`` (a wrong value is a wrong command line: exit 2); the
+    value stays the string given."""
+    import argparse
+
+    from provider.protocol import parse_timeout
+
+    try:
+        parse_timeout(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--timeout: ")) from None
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--config``, ``--timeout`` and ``-v``, accepted before and after a command.
+
+    The top level gives them ``default`` None; a command's parser gives them SUPPRESS, so that a
+    value given before the command is not overwritten by the command's own default.
+    """
+    import argparse
+
+    parser.add_argument("--config", metavar="FILE", default=default, help="our config file (YAML or JSON)")
+    parser.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        type=_timeout_argument,
+        default=default,
+        help="deadline for the whole call, a Go duration (default 30s)",
+    )
+    # Accepted for configs written for the Google and AWS plugins (klog verbosity); no effect.
+    parser.add_argument("-v", "--v", dest="verbosity", metavar="N", default=default, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,23 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     version = f"{PROG} {__version__} (Python {sys.version.split()[0]})"
     parser.add_argument("--version", action="version", version=version)
-    common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="our config file (YAML or JSON)")
-    common.add_argument(
-        "--timeout", metavar="DURATION", help="deadline for the whole call, a Go duration (default 30s)"
-    )
-    # Accepted for configs written for the Google and AWS plugins (klog verbosity); no effect.
-    common.add_argument("-v", "--v", dest="verbosity", metavar="N", help=argparse.SUPPRESS)
-    for action in common._actions:
-        if action.dest != "help":
-            parser._add_action(action)
+    _add_common(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.add_parser(
-        "get-credentials",
-        parents=[common],
-        help="kubelet mode (the default): request on stdin, response on stdout",
-        argument_default=argparse.SUPPRESS,
+    kubelet = commands.add_parser(
+        "get-credentials", help="kubelet mode (the default): request on stdin, response on stdout"
     )
+    _add_common(kubelet, argparse.SUPPRESS)
     import importlib
 
     from provider.commands import COMMANDS
@@ -128,12 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         command = commands.add_parser(
             name,
-            parents=[common],
             help=module.HELP,
             description=module.HELP,
             argument_default=argparse.SUPPRESS,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        _add_common(command, argparse.SUPPRESS)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser
@@ -186,13 +212,12 @@ def _read_request(stdin: BinaryIO, limit: int, seconds: float) -> bytes:
 def _timeout_flag(value: str | None) -> float | None:
     if value is None:
         return None
-    from provider.errors import ConfigError
     from provider.protocol import parse_timeout
 
     try:
         return parse_timeout(value)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise _UsageError(str(exc)) from None
 
 
 def _kubelet_mode(
@@ -206,17 +231,23 @@ def _kubelet_mode(
 
     data = _read_request(stdin, MAX_REQUEST_BYTES, timeout_flag or DEFAULT_TIMEOUT_SECONDS)
     from provider import core
-    from provider.locations import config_path
+    from provider.errors import ConfigError
+    from provider.locations import CONFIG_ENV, config_path, named_by
 
-    reply = core.answer(
-        data,
-        config_path=config_path(args.config, os.environ),
-        environ=os.environ,
-        timeout=timeout_flag,
-        started=started,
-        warn=_Warn(stderr),
-        guard=_guard,
-    )
+    try:
+        reply = core.answer(
+            data,
+            config_path=config_path(args.config, os.environ),
+            environ=os.environ,
+            timeout=timeout_flag,
+            started=started,
+            warn=_Warn(stderr),
+            guard=_guard,
+        )
+    except ConfigError as exc:
+        if named_by(args.config, os.environ) == CONFIG_ENV:
+            raise ConfigError(f"{exc} (named by {CONFIG_ENV})") from None
+        raise
     stdout.write(reply.stdout)
     stdout.flush()
     if reply.path == "fast" and os.environ.get(DEBUG_ENV) == "1":

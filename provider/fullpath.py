@@ -37,7 +37,7 @@ from provider.deadline import Deadline
 from provider.errors import BackendUnavailableError, NoIdentityError, RequestError, ResponseError
 from provider.identity import identity
 from provider.kubelet import AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse
-from provider.matching import BadURLError, SchemelessURL, parse_schemeless, urls_match
+from provider.matching import BadURLError, SchemelessURL, parse_schemeless, rule_matches, urls_match
 
 __all__ = ["CacheContext", "Outcome", "RuleMatch", "find_rule", "matching_rules", "respond"]
 
@@ -69,12 +69,13 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def matching_rules(config: ProviderConfig, image: str) -> Iterator[RuleMatch]:
-    """The rules whose globs cover ``image``, in order, with the kubelet's matching semantics."""
+    """The rules whose globs cover ``image``, in order: the kubelet's matching, paths on whole
+    segments (``provider.matching.rule_matches``)."""
     for index, rule in enumerate(config.rules):
         if rule.match is None:
             yield RuleMatch(index=index, rule=rule, glob=None)
             continue
-        glob = next((glob for glob in rule.match if urls_match(glob, image)), None)
+        glob = next((glob for glob in rule.match if rule_matches(glob, image)), None)
         if glob is not None:
             yield RuleMatch(index=index, rule=rule, glob=glob)
 

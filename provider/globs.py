@@ -149,6 +149,20 @@ def hint(candidates: list[Glob], target: Glob) -> str | None:
     return None
 
 
+def raw_prefix_reach(text: str) -> str | None:
+    """For a ``matchImages`` entry with a path: that the kubelet, matching paths as raw string
+    prefixes, also sends it images of other repositories (our rules match whole segments)."""
+    glob = parse(text)
+    if glob is None or not glob.path or glob.path.endswith("/") or any(c in glob.path for c in "*?["):
+        return None
+    other = text.rstrip("/") + "-other/app"
+    return (
+        f"the kubelet matches paths as raw string prefixes, so it also runs the plugin for other "
+        f"repositories such as {other!r}; our rules match whole path segments and do not serve them "
+        "with this path's credentials"
+    )
+
+
 def traps(text: str) -> list[str]:
     """What is wrong with a glob the kubelet accepts but that cannot work as meant."""
     found: list[str] = []

@@ -448,13 +448,21 @@ def _as_v1(provider: CredentialProviderBase) -> CredentialProvider:
 # --- reading a file or a directory --------------------------------------------------------------
 
 
+def _go_errno(exc: OSError) -> str:
+    """Go's text of an errno (syscall.Errno): the C library's, lower-cased at the start."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
 def config_files(path: str) -> tuple[bool, list[str]]:
     """Whether ``path`` is a directory, and the files the kubelet reads there, in merge order."""
     try:
         is_dir = os.path.isdir(path)
         os.stat(path)
     except OSError as exc:
-        raise KubeletConfigError(f"unable to access path {go_quote(path)}: {exc.strerror}") from None
+        raise KubeletConfigError(
+            f"unable to access path {go_quote(path)}: stat {path}: {_go_errno(exc)}"
+        ) from None
     if not is_dir:
         return False, [path]
     with os.scandir(path) as entries:
@@ -482,7 +490,10 @@ def load(path: str) -> LoadedConfig:
             with open(file, "rb") as handle:
                 data = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise KubeletConfigError(f"unable to read file {go_quote(file)}: {exc.strerror}") from None
+            step = "read" if os.path.isdir(file) else "open"
+            raise KubeletConfigError(
+                f"unable to read file {go_quote(file)}: {step} {file}: {_go_errno(exc)}"
+            ) from None
         if len(data) > MAX_FILE_BYTES:
             raise KubeletConfigError(f"{file} is larger than {MAX_FILE_BYTES} bytes")
         api_version, document_providers = decode_document(data, file)
@@ -518,12 +529,25 @@ def _regex_error(message: str, fmt: str, *examples: str) -> str:
     return f"{message} (e.g. {quoted}regex used for validation is '{fmt}')"
 
 
+def _go_len(text: str) -> int:
+    """Go's ``len`` of a string: its UTF-8 bytes."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def go_json_strings(values: Sequence[str]) -> str:
+    """``json.Marshal`` of a Go ``[]string``, as field errors print a list value: no spaces,
+    ``<``, ``>`` and ``&`` escaped."""
+    text = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def qualified_name_errors(value: str) -> list[str]:
-    """``validation.IsQualifiedName``: an annotation key such as ``example.com/my-key``."""
+    """``validation.IsQualifiedName`` (``content.IsLabelKey``): an annotation key such as
+    ``example.com/my-key``."""
     parts = value.split("/")
     if len(parts) > 2:
         return [
-            "a qualified name "
+            "a valid label key "
             + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc")
             + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
         ]
@@ -534,14 +558,14 @@ def qualified_name_errors(value: str) -> list[str]:
         if not prefix:
             errors.append("prefix part must be non-empty")
         else:
-            if len(prefix) > 253:
-                errors.append("prefix part must be no more than 253 characters")
+            if _go_len(prefix) > 253:
+                errors.append("prefix part must be no more than 253 bytes")
             if not re.fullmatch(_DNS1123_FMT, prefix):
                 errors.append("prefix part " + _regex_error(_DNS1123_MSG, _DNS1123_FMT, "example.com"))
     if not name:
         errors.append("name part must be non-empty")
-    elif len(name) > 63:
-        errors.append("name part must be no more than 63 characters")
+    elif _go_len(name) > 63:
+        errors.append("name part must be no more than 63 bytes")
     if not re.fullmatch(_QNAME_FMT, name):
         errors.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc"))
     return errors
@@ -613,9 +637,10 @@ def validate(  # noqa: PLR0912 - one branch per kubelet check, in the kubelet's 
         else:
             nanoseconds = goduration.parse(provider.default_cache_duration)
             if nanoseconds < 0:
+                shown = go_quote(goduration.format(nanoseconds))  # a metav1.Duration, JSON-encoded
                 errors.append(
-                    f"providers.defaultCacheDuration: Invalid value: {goduration.format(nanoseconds)}: "
-                    "defaultCacheDuration must be greater than or equal to 0"
+                    f"providers.defaultCacheDuration: Invalid value: {shown}: "
+                    "must be greater than or equal to 0"
                 )
         if provider.token_attributes is not None:
             errors += _validate_token_attributes(provider, token_gate=token_gate)
@@ -661,7 +686,7 @@ def _validate_token_attributes(provider: CredentialProvider, *, token_gate: bool
             seen_keys.add(key)
     both = sorted(set(required) & set(optional))
     if both:
-        listed = "[]string{" + ", ".join(go_quote(key) for key in both) + "}"
+        listed = go_json_strings(both)
         errors.append(
             f"{path}: Invalid value: {listed}: annotation keys cannot be both required and optional"
         )

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SchemelessURL", "go_path_match", "parse_schemeless", "split_host_port", "urls_match"]
+__all__ = [
+    "SchemelessURL",
+    "go_path_match",
+    "parse_schemeless",
+    "rule_matches",
+    "split_host_port",
+    "urls_match",
+]
 
 # Characters Go's url.Parse accepts in a host besides letters, digits and bytes >= 0x80
 # (shouldEscape with encodeHost).
@@ -271,3 +278,17 @@ def urls_match(glob: str, target: str) -> bool:
         return all(go_path_match(g, t) for g, t in zip(glob_labels, target_labels, strict=True))
     except BadPatternError:
         return False
+
+
+def rule_matches(glob: str, target: str) -> bool:
+    """Our rules' matching: the kubelet's ``urls_match``, except that a path matches whole
+    segments (``r.io/team-a`` covers ``r.io/team-a`` and ``r.io/team-a/app``, never
+    ``r.io/team-a-evil/app``), as docker config keys do. Only ``matchImages`` and auth keys need
+    the kubelet's raw string prefix."""
+    if not urls_match(glob, target):
+        return False
+    path = parse_schemeless(glob).path
+    if not path or path.endswith("/"):
+        return True
+    rest = parse_schemeless(target).path[len(path) :]
+    return rest == "" or rest.startswith("/")

@@ -1366,7 +1366,9 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Credentia
             is_dir = Path(path).is_dir()
             os.stat(path)
         except OSError as e:
-            raise ConfigError(f"unable to access path {go_quote(path)}: {e}") from None
+            raise ConfigError(
+                f"unable to access path {go_quote(path)}: stat {path}: {_errno_text(e)}"
+            ) from None
         files: list[str] = []
         if is_dir:
             with os.scandir(path) as it:
@@ -1387,7 +1389,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Credentia
             try:
                 data = Path(f).read_bytes()
             except OSError as e:
-                raise ConfigError(f"unable to read file {go_quote(f)}: {e}") from None
+                op = "read" if Path(f).is_dir() else "open"
+                raise ConfigError(f"unable to read file {go_quote(f)}: {op} {f}: {_errno_text(e)}") from None
             configs.append(decode_config(data, source=f))
     names: set[str] = set()
     merged: list[CredentialProvider] = []
@@ -1400,6 +1403,12 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Credentia
             names.add(provider.name)
             merged.append(provider)
     return CredentialProviderConfig(tuple(merged), tuple(s for c in configs for s in c.sources))
+
+
+def _errno_text(e: OSError) -> str:
+    """os.PathError's error text: Go lower-cases the C library's message."""
+    message = os.strerror(e.errno) if e.errno else str(e)
+    return message[0].lower() + message[1:]
 
 
 def _aggregate(messages: list[str]) -> str:
@@ -1445,27 +1454,34 @@ def _is_qualified_name(value: str) -> list[str]:
         if not prefix:
             errs.append("prefix part must be non-empty")
         else:
-            if len(prefix) > 253:
-                errs.append("prefix part must be no more than 253 characters")
+            if len(prefix.encode("utf-8", "surrogateescape")) > 253:
+                errs.append("prefix part must be no more than 253 bytes")
             if not _DNS1123_SUB_RE.fullmatch(prefix):
                 errs.append("prefix part " + _regex_error(_DNS1123_SUB_MSG, _DNS1123_SUB_FMT, "example.com"))
     else:
         return [
-            "a qualified name "
+            "a valid label key "
             + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc")
             + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
         ]
     if not name:
         errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
+    elif len(name.encode("utf-8", "surrogateescape")) > 63:
+        errs.append("name part must be no more than 63 bytes")
     if not _QNAME_RE.fullmatch(name):
         errs.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc"))
     return errs
 
 
 def _go_string_slice(values: Iterable[str]) -> str:
-    return "[]string{" + ", ".join(go_quote(v) for v in values) + "}"
+    """A ``[]string`` bad value as field.Error prints it: encoding/json, HTML characters escaped."""
+    out = []
+    for v in values:
+        body = json.dumps(v, ensure_ascii=False)
+        for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+            body = body.replace(char, escape)
+        out.append(body)
+    return "[" + ",".join(out) + "]"
 
 
 def validate_config(  # noqa: PLR0912 - one branch per kubelet check, in the kubelet's order
@@ -1515,8 +1531,8 @@ def validate_config(  # noqa: PLR0912 - one branch per kubelet check, in the kub
             errs.append("providers.defaultCacheDuration: Required value")
         elif p.default_cache_duration < 0:
             errs.append(
-                f"providers.defaultCacheDuration: Invalid value: {format_go_duration(p.default_cache_duration)}: "
-                "defaultCacheDuration must be greater than or equal to 0"
+                f"providers.defaultCacheDuration: Invalid value: {go_quote(format_go_duration(p.default_cache_duration))}: "
+                "must be greater than or equal to 0"
             )
         ta = p.token_attributes
         if ta is None:

@@ -335,3 +335,16 @@ def test_doctor_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     assert by_check["python"]["status"] == "ok"
     assert "running from the zipapp" in by_check["zipapp dir"]["detail"]
     assert by_check["config"]["status"] == "ok"
+
+
+def test_registry_probe_takes_the_plain_http_it_suggests(tmp_path: Path, metadata: str) -> None:
+    config = provider_config(tmp_path, "  - backend: anonymous\n")
+    over_tls = run(["doctor", "--config", str(config), "--registry", metadata, "--timeout", "5s"])
+    status, detail = checks(over_tls.stdout)[f"registry {metadata}"][0]
+    assert status == "fail"
+    assert "(then pass --plain-http)" in detail
+    plain = run(
+        ["doctor", "--config", str(config), "--registry", metadata, "--plain-http", "--timeout", "5s"]
+    )
+    assert "see --help" not in plain.stderr, plain.stderr
+    assert checks(plain.stdout)[f"registry {metadata}"][0] == ("warn", "GET /v2/: 403")

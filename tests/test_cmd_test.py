@@ -288,3 +288,13 @@ def test_test_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     assert result.returncode == 0
     assert b"exit codes:" in result.stdout
     assert b"IMAGE '-' reads a raw CredentialProviderRequest on stdin." in result.stdout
+
+
+def test_a_rule_whose_credential_file_is_missing_is_warned_about(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.json"
+    config = provider_config(tmp_path, f"  - backend: dockerconfig\n    files: [{missing}]\n")
+    result = run(["test", "r.test/app", "--config", str(config), "-o", "json"])
+    assert result.code == 0, result.stderr
+    assert result.json()["warnings"] == [
+        f"rules[0].files[0]: {missing} does not exist: no credentials come from it (empty auth: an anonymous pull)"
+    ]

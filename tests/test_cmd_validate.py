@@ -15,7 +15,7 @@ import pytest
 
 from provider import backends, kubeletconfig
 from tests import kubelet_sim as sim
-from tests.cmdutil import V1, check_golden, normalize, provider_config, run
+from tests.cmdutil import SECRET, V1, auth_file, check_golden, normalize, provider_config, run
 from tests.conftest import run_zipapp
 
 KUBELET_V1 = "kubelet.config.k8s.io/v1"
@@ -99,7 +99,11 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
         document(provider(defaultCacheDuration=DROP)),
         "defaultCacheDuration: Required value",
     ),
-    ("duration negative", document(provider(defaultCacheDuration="-1m")), "Invalid value: -1m0s: default"),
+    (
+        "duration negative",
+        document(provider(defaultCacheDuration="-1m")),
+        'Invalid value: "-1m0s": must be greater than or equal to 0',
+    ),
     ("duration zero", document(provider(defaultCacheDuration="0")), ""),
     ("token valid", document(provider(tokenAttributes=token())), ""),
     (
@@ -140,17 +144,17 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
     (
         "token key long name",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a" * 64]))),
-        "name part must be no more than 63 characters",
+        "name part must be no more than 63 bytes",
     ),
     (
         "token key long prefix",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a" * 254 + "/x"]))),
-        "prefix part must be no more than 253 characters",
+        "prefix part must be no more than 253 bytes",
     ),
     (
         "token key two slashes",
         document(provider(tokenAttributes=token(optionalServiceAccountAnnotationKeys=["a/b/c"]))),
-        "a qualified name must consist",
+        "a valid label key must consist",
     ),
     (
         "token key empty",
@@ -178,7 +182,7 @@ VALIDATION_CASES: list[tuple[str, bytes, str]] = [
                 )
             )
         ),
-        'Invalid value: []string{"a", "b"}: annotation keys cannot be both required and optional',
+        'Invalid value: ["a","b"]: annotation keys cannot be both required and optional',
     ),
     (
         "token cacheType missing",
@@ -416,8 +420,12 @@ def test_directory_duplicate_names_and_empty(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(kubeletconfig.KubeletConfigError, match="no configuration files found in directory"):
         kubeletconfig.load(str(empty))
-    with pytest.raises(kubeletconfig.KubeletConfigError, match="unable to access path"):
-        kubeletconfig.load(str(tmp_path / "missing"))
+    missing = tmp_path / "missing"
+    with pytest.raises(kubeletconfig.KubeletConfigError) as raised:
+        kubeletconfig.load(str(missing))
+    assert (
+        str(raised.value) == f'unable to access path "{missing}": stat {missing}: no such file or directory'
+    )
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -456,7 +464,7 @@ def test_kubelet_errors_are_reported_with_the_kubelets_words(tmp_path: Path) -> 
         'providers.name: Invalid value: "a b": provider name cannot contain spaces' in f for f in fails
     )
     assert any("providers.defaultCacheDuration: Required value" in f for f in fails)
-    assert "the kubelet would exit at start-up:" in result.stdout
+    assert "the kubelet would exit at start-up with the first of them, saying:" in result.stdout
     assert (
         "failed to validate credential provider config: "
         '[providers.name: Invalid value: "a b": provider name cannot contain spaces, '
@@ -592,16 +600,27 @@ def test_kubelet_and_disk_cache_agree_on_the_cache_type(tmp_path: Path, cache_ty
     ("args", "message"),
     [
         (["cache", "list"], "runs the operator command 'cache', not kubelet mode"),
-        (["--timeout", "90s"], "the plugin would exit 1 on every pull"),
+        (["--timeout", "90s"], "the plugin would exit 2 on every pull"),
+        (["--timeout", "abc", "get-credentials"], "the plugin would exit 2 on every pull"),
         (["--frobnicate"], "the plugin would exit 2 on every pull"),
     ],
-    ids=["operator command", "timeout", "unknown flag"],
+    ids=["operator command", "timeout", "timeout before the command", "unknown flag"],
 )
 def test_our_provider_args_must_select_kubelet_mode(tmp_path: Path, args: list[str], message: str) -> None:
     path = kubelet_config(tmp_path, provider(args=args))
     result = run(["validate", "--kubelet-config", str(path), "--config", str(our_rules(tmp_path))])
     assert result.code == 1
     assert any(message in fail for fail in lines(result.stdout, "fail")), result.stdout
+
+
+@pytest.mark.parametrize("command_first", [False, True], ids=["options first", "command first"])
+def test_the_config_our_args_pass_is_the_one_checked(tmp_path: Path, command_first: bool) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    args = ["--config", missing]
+    args = ["get-credentials", *args] if command_first else [*args, "get-credentials"]
+    result = run(["validate", "--kubelet-config", str(kubelet_config(tmp_path, provider(args=args)))])
+    assert result.code == 1
+    assert any(line.startswith("fail  config") and missing in line for line in lines(result.stdout, "fail"))
 
 
 def test_config_from_the_providers_env_and_a_broken_one(tmp_path: Path) -> None:
@@ -767,3 +786,52 @@ def test_validate_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     result = run_zipapp(zipapp, ["validate", "--kubelet-config", str(bad)], b"")
     assert result.returncode == 1
     assert b"providers.apiVersion: Required value" in result.stdout
+
+
+def test_missing_credential_files_are_warned_about(tmp_path: Path) -> None:
+    present = auth_file(tmp_path, {"r.test": ("alice", SECRET)})
+    missing = tmp_path / "gone.json"
+    config = provider_config(tmp_path, f"  - backend: dockerconfig\n    files: [{present}, {missing}]\n")
+    result = run(["validate", "--config", str(config)])
+    assert result.code == 0, result.stdout
+    warnings = lines(result.stdout, "warn")
+    assert any("rules[0].files[1]" in line and f"{missing} does not exist" in line for line in warnings), (
+        warnings
+    )
+    assert not any(str(present) in line for line in warnings), warnings
+
+
+def test_the_summary_names_the_error_the_kubelet_prints_first(tmp_path: Path) -> None:
+    """The kubelet validates the whole config before it looks for binaries."""
+    path = kubelet_config(
+        tmp_path, {"name": "h", "matchImages": [], "apiVersion": V1, "defaultCacheDuration": "1m"}
+    )
+    (tmp_path / "bin").mkdir()
+    result = run(
+        ["validate", "--kubelet-config", str(path), "--bin-dir", str(tmp_path / "bin"), "-o", "json"]
+    )
+    assert result.code == 1
+    report = result.json()
+    assert report["kubeletError"] == (
+        "failed to validate credential provider config: "
+        "providers.matchImages: Required value: at least 1 item in matchImages is required"
+    )
+    assert sum(check["status"] == "fail" for check in report["checks"]) == 2  # the binary too, in the table
+
+
+def test_one_rule_is_not_plural(tmp_path: Path) -> None:
+    result = run(["validate", "--config", str(provider_config(tmp_path, "  - backend: anonymous\n"))])
+    assert f"{tmp_path / 'provider.yaml'}: 1 rule (anonymous)" in result.stdout
+
+
+def test_a_path_in_match_images_reaching_other_repositories_is_warned_about(tmp_path: Path) -> None:
+    path = kubelet_config(tmp_path, provider(matchImages=["shared.test/team-a", "other.test/team-b/"]))
+    result = run(["validate", "--kubelet-config", str(path), "--config", str(our_rules(tmp_path))])
+    warnings = lines(result.stdout, "warn")
+    assert any(
+        "providers[0].matchImages[0]" in line and "'shared.test/team-a-other/app'" in line
+        for line in warnings
+    ), warnings
+    assert not any("providers[0].matchImages[1]" in line and "raw string" in line for line in warnings), (
+        warnings
+    )

@@ -202,6 +202,11 @@ def test_eks_beside_keeps_ecr_credential_provider_and_warns_on_overlap(tmp_path:
     root = make_root(tmp_path, "eks")
     config = tmp_path / "with-ecr.yaml"
     config.write_text(CONFIG.read_text() + '  - match: ["*.dkr.ecr.*.amazonaws.com"]\n    backend: ecr\n')
+    code, out, err = install(root, zipapp, "--kubelet-version", "1.33", "--dry-run", config=config)
+    assert code == 0, out + err
+    assert (
+        "warning: ecr-credential-provider also matches '*.dkr.ecr.*.amazonaws.com'" in out
+    )  # as the real run
     code, out, err = install(root, zipapp, "--kubelet-version", "1.33", config=config)
     assert code == 0, out + err
     names = [
@@ -289,6 +294,14 @@ def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path: Path, zipapp: Path)
     code, out, err = cli("uninstall", "--root", str(root), "--dry-run")
     assert code == 0
     assert "nothing to uninstall" in out
+
+
+def test_uninstall_refuses_a_root_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "does-not-exist"
+    code, out, err = cli("uninstall", "--root", str(missing))
+    assert code == 1
+    assert out == ""
+    assert err == f"registry-credential-provider: error: --root {missing} is not a directory\n"
 
 
 def test_uninstall_takes_only_our_provider_out_of_a_config_changed_since(

@@ -656,8 +656,7 @@ def test_valid_config_has_no_errors() -> None:
         ({"default_cache": None}, "providers.defaultCacheDuration: Required value"),
         (
             {"default_cache": "-1h"},
-            "providers.defaultCacheDuration: Invalid value: -1h0m0s: defaultCacheDuration must be greater than or "
-            "equal to 0",
+            'providers.defaultCacheDuration: Invalid value: "-1h0m0s": must be greater than or equal to 0',
         ),
         ({"match": ()}, "providers.matchImages: Required value: at least 1 item in matchImages is required"),
         (
@@ -719,7 +718,7 @@ def test_provider_validation_messages(fields: dict[str, Any], message: str) -> N
                 "requiredServiceAccountAnnotationKeys": ["b", "a"],
                 "optionalServiceAccountAnnotationKeys": ["a", "b"],
             },
-            'providers.tokenAttributes: Invalid value: []string{"a", "b"}: annotation keys cannot be both required '
+            'providers.tokenAttributes: Invalid value: ["a","b"]: annotation keys cannot be both required '
             "and optional",
         ),
         (
@@ -822,7 +821,9 @@ def test_config_directory_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigDecodeError, match=r'error decoding config ".*b\.json": strict decoding error'):
         load_config(d)
-    with pytest.raises(ConfigError, match="unable to access path"):
+    with pytest.raises(
+        ConfigError, match=r"unable to access path \".*\": stat .*: no such file or directory$"
+    ):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="path is empty"):
         load_config("")

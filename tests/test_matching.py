@@ -216,3 +216,30 @@ def test_agrees_with_the_simulator_on_random_inputs() -> None:
     disagreements = [(g, i) for g, i in pairs if urls_match(g, i) != kubelet_sim.urls_match(g, i)]
     assert disagreements == []
     assert sum(urls_match(g, i) for g, i in pairs) > 30  # the sample does exercise matches
+
+
+@pytest.mark.parametrize(
+    ("glob", "image", "ours"),
+    [
+        ("shared.test/team-a", "shared.test/team-a", True),
+        ("shared.test/team-a", "shared.test/team-a/app", True),
+        ("shared.test/team-a", "shared.test/team-a-evil/app", False),
+        ("shared.test/team-a/", "shared.test/team-a/app", True),
+        ("shared.test", "shared.test/team-a-evil/app", True),
+        ("*.shared.test/team", "x.shared.test/teamx", False),
+    ],
+    ids=str,
+)
+def test_our_rules_match_whole_path_segments(glob: str, image: str, ours: bool) -> None:
+    from provider.config import ProviderConfig, decode_config
+    from provider.fullpath import find_rule
+    from provider.matching import rule_matches
+
+    assert urls_match(glob, image)  # the kubelet's raw prefix matches every one of them
+    assert rule_matches(glob, image) is ours
+    config: ProviderConfig = decode_config(
+        ('{"apiVersion":"registry-credential-provider/v1alpha1","kind":"ProviderConfig",'
+         f'"rules":[{{"match":["{glob}"],"backend":"anonymous"}}]}}').encode(),
+        "config.json",
+    )  # fmt: skip
+    assert (find_rule(config, image) is not None) is ours

@@ -40,9 +40,9 @@ class RuleBase(
 ):
     """Fields every rule has.
 
-    ``match``: kubelet globs this rule answers (absent: every image). ``cacheDuration``: how long
-    the kubelet may keep our answer, overriding what the backend would suggest (it is still
-    capped by the credential's own expiry).
+    ``match``: kubelet globs this rule answers, paths on whole segments (absent: every image).
+    ``cacheDuration``: how long the kubelet may keep our answer, overriding what the backend
+    would suggest (it is still capped by the credential's own expiry).
     """
 
     match: list[str] | None = None

@@ -10,8 +10,8 @@ import time
 from provider.cache import CredentialStore
 from provider.cachekeys import cache_dir
 from provider.commands import Streams
-from provider.config import load_config
-from provider.locations import config_path
+from provider.commands.common import load_provider_config
+from provider.output import add_output_argument
 
 HELP = "show (list) or empty (purge) the disk cache of credentials"
 
@@ -23,14 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="list|purge",
         help="list: one line per cached credential (never a secret); purge: delete them",
     )
-    parser.add_argument("--output", choices=("table", "json"), default="table", help="list's format")
+    add_output_argument(parser)
     parser.add_argument(
         "--registry", metavar="HOST", help="purge only this registry's credentials (host[:port])"
     )
 
 
 def _store(args: argparse.Namespace, streams: Streams) -> tuple[CredentialStore, str]:
-    config = load_config(config_path(getattr(args, "config", None), os.environ))
+    _, config = load_provider_config(getattr(args, "config", None))
     directory = cache_dir(config.cache.dir, os.environ)
 
     def warn(message: str) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
     ]
     if not store.usable:
         return 1
-    if getattr(args, "output", "table") == "json":
+    if args.output == "json":
         streams.out(json.dumps(rows, indent=2) + "\n")
         return 0
     header = ("REGISTRY", "BACKEND", "IDENTITY", "USERNAME", "EXPIRES IN", "REFRESH IN")

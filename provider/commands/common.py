@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from provider.cachekeys import config_version
 from provider.config import ProviderConfig, load_config
-from provider.errors import ProviderError
+from provider.errors import ConfigError, ProviderError
 from provider.fullpath import CacheContext
-from provider.locations import config_path
+from provider.locations import CONFIG_ENV, config_path, named_by
 from provider.protocol import parse_timeout
 
 if TYPE_CHECKING:
@@ -50,15 +50,26 @@ def load_provider_config(
     cli_value: str | None, environ: Mapping[str, str] | None = None
 ) -> tuple[str | None, ProviderConfig]:
     """Our config as kubelet mode would load it: ``--config``, else the environment, else embedded."""
-    path = config_path(cli_value, os.environ if environ is None else environ)
-    return path, load_config(path)
+    environ = os.environ if environ is None else environ
+    path = config_path(cli_value, environ)
+    return path, _load(path, cli_value, environ)
 
 
 def load_provider_config_for_cache(cli_value: str | None) -> tuple[str | None, ProviderConfig, str | None]:
     """``load_provider_config``, plus the config's cache version taken before reading it."""
     path = config_path(cli_value, os.environ)
     version = config_version(path)
-    return path, load_config(path), version
+    return path, _load(path, cli_value, os.environ), version
+
+
+def _load(path: str | None, cli_value: str | None, environ: Mapping[str, str]) -> ProviderConfig:
+    """``load_config``; an error names the environment variable when that named the file."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if named_by(cli_value, environ) == CONFIG_ENV:
+            raise ConfigError(f"{exc} (named by {CONFIG_ENV})") from None
+        raise
 
 
 def timeout_seconds(args: argparse.Namespace, default: float) -> float:

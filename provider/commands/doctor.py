@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ca-file", metavar="FILE", help="a CA certificate to trust for --registry", default=None
     )
+    parser.add_argument(
+        "--plain-http", action="store_true", default=False, help="talk plain http to --registry (not https)"
+    )
     add_output_argument(parser)
     parser.epilog = EPILOG
 
@@ -256,7 +259,8 @@ class _Doctor:
                     remaining=lambda: min(PROBE_TIMEOUT_SECONDS, self.deadline - time.monotonic()),
                     ca_file=self.args.ca_file,
                 )
-                response = client.get(f"https://{host}/v2/")
+                scheme = "http" if self.args.plain_http else "https"
+                response = client.get(f"{scheme}://{host}/v2/")
                 result["response"] = response
             except RegistryError as exc:
                 result["error"] = f"{exc.kind}: {exc}"

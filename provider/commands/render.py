@@ -42,7 +42,9 @@ EPILOG = (
     )
     + "\nflavours and their paths:\n"
     + "".join(
-        f"  {p.name:<10} bin dir {p.bin_dir}\n{'':<13}config  {p.kubelet_config}\n" for p in FLAVORS.values()
+        f"  {p.name:<10} bin dir {p.bin_dir}\n{'':<13}config  {p.kubelet_config}\n"
+        f"{'':<13}ours    {p.provider_config}\n"
+        for p in FLAVORS.values()
     )
 )
 
@@ -95,6 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=False,
         help="leave out rules without 'match' instead of failing",
+    )
+    parser.add_argument(
+        "--default-config",
+        action="store_true",
+        default=False,
+        help="print the embedded default config (JSON that --config accepts) instead",
     )
     parser.add_argument(
         "--rbac",
@@ -154,6 +162,11 @@ def _render(args: argparse.Namespace) -> Rendered:
 
 
 def run(args: argparse.Namespace, streams: Streams) -> int:
+    if args.default_config:
+        from provider.ops.configdoc import default_config_json
+
+        streams.out(default_config_json())
+        return EXIT_OK
     try:
         if args.rbac:
             return _render_rbac(args, streams)

@@ -33,6 +33,7 @@ from provider.errors import ProviderError
 from provider.imageref import ImageRefError, normalize
 from provider.kubelet import API_VERSIONS, CredentialProviderRequest, decode_request, request_bytes
 from provider.matching import urls_match
+from provider.ops.validation import missing_file_warning, missing_files
 from provider.output import add_output_argument, emit_json, paint, table, use_colour
 
 HELP = "show what the kubelet would get for an image: rule, backend, cache, response (secrets redacted)"
@@ -313,6 +314,8 @@ def _run(args: argparse.Namespace, streams: Streams, report: TestReport) -> None
     match = find_rule(config, request.image)
     if match is not None:
         report.rule = RuleInfo(index=match.index, backend=match.backend, glob=match.glob)
+        for position, file in missing_files(match.rule):
+            report.warnings.append(f"rules[{match.index}].files[{position}]: {missing_file_warning(file)}")
     timeout = timeout_seconds(args, config.timeout_seconds)
     started = time.monotonic()
     try:

@@ -68,7 +68,8 @@ def _summary(report: Report) -> str:
     scope = "" if report.kubelet_config else " (our config only: pass --kubelet-config or --flavor)"
     if report.kubelet_error:
         return (
-            f"{failures} error(s), {warnings} warning(s){scope}; the kubelet would exit at start-up:\n"
+            f"{failures} error(s), {warnings} warning(s){scope}; the kubelet would exit at start-up "
+            "with the first of them, saying:\n"
             f"  {report.kubelet_error}\n"
         )
     verdict = "errors found" if failures else "valid"

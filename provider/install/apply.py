@@ -85,6 +85,14 @@ def _preview(run: _Run, say: Say) -> None:
     say("dry run: nothing written" if run.changed else "nothing to change: already installed")
 
 
+def _say_notes(outcome: Outcome, say: Say) -> None:
+    """The plan's notes and warnings: the same in a dry run as in the real one."""
+    for note in outcome.notes:
+        say(f"  note: {note}")
+    for warning in outcome.warnings:
+        say(f"  warning: {warning}")
+
+
 def _write(run: _Run, say: Say) -> tuple[Record, Callable[[], None]]:
     """Apply the run's changes; the record, and a function that undoes them."""
     root, options, the_plan = run.root, run.options, run.plan
@@ -200,6 +208,7 @@ def install(  # noqa: PLR0912 - the steps of a run, in order
     say(f"flavour {the_plan.flavour.name} ({the_plan.detection})")
     if dry_run:
         _preview(run, say)
+        _say_notes(outcome, say)
         return outcome
     written, undo = _write(run, say)
     if not run.changed:
@@ -216,10 +225,7 @@ def install(  # noqa: PLR0912 - the steps of a run, in order
         outcome.error = "validate found errors" + ("; this run's changes were undone" if run.changed else "")
         return outcome
     say("  validate: the kubelet would start with this config")
-    for note in outcome.notes:
-        say(f"  note: {note}")
-    for warning in outcome.warnings:
-        say(f"  warning: {warning}")
+    _say_notes(outcome, say)
     if restart and run.changed:
         restart_kubelet(the_plan.flavour, say)
     elif restart:

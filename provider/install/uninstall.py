@@ -75,6 +75,8 @@ def uninstall(  # noqa: PLR0912 - one branch per outcome of a file
     root_path: str, say: Say, *, dry_run: bool = False, force: bool = False, restart: bool = False
 ) -> Outcome:
     """Put back what the install record says was there before the first install."""
+    if not os.path.isdir(root_path):
+        raise InstallError(f"--root {root_path} is not a directory")
     root = Root(root_path)
     if restart and not root.is_node:
         raise InstallError("--restart-kubelet needs the node itself (--root /)")

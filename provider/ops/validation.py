@@ -24,8 +24,8 @@ import subprocess
 
 import msgspec
 
-from provider import globs, goduration
-from provider.config import CONFIG_ENV, CloudRule, ProviderConfig, load_config
+from provider import globs
+from provider.config import CONFIG_ENV, CloudRule, ProviderConfig, Rule, load_config
 from provider.errors import ConfigError
 from provider.kubeletconfig import (
     CredentialProvider,
@@ -41,11 +41,29 @@ from provider.locations import config_path
 from provider.output import Check, Status, worst
 from provider.platforms import PROVIDER_NAME
 
-__all__ = ["NEWEST_KUBELET", "Report", "ValidateOptions", "check"]
+__all__ = ["NEWEST_KUBELET", "Report", "ValidateOptions", "check", "missing_file_warning", "missing_files"]
 
 VERSION_TIMEOUT_SECONDS = 20.0
+# The kubelet's start-up steps in its order (RegisterCredentialProviderPlugins): it exits with
+# the first failing step's error, so a config error hides a missing binary.
+_STEPS = ("bin dir", "read", "validate", "binaries")
 # Judged as this kubelet when its version is not given: every feature on.
 NEWEST_KUBELET = (1, 36)
+
+
+def missing_files(rule: Rule) -> list[tuple[int, str]]:
+    """The credential files a rule names that do not exist, with their positions in ``files``
+    (a rule that names none searches the node's usual files, any of which may be absent)."""
+    from provider.backends.dockerconfig import DockerConfigRule
+
+    if not isinstance(rule, DockerConfigRule):
+        return []
+    return [(position, file) for position, file in enumerate(rule.files or ()) if not os.path.exists(file)]
+
+
+def missing_file_warning(file: str) -> str:
+    """What a missing credential file means for the images of its rule."""
+    return f"{file} does not exist: no credentials come from it (empty auth: an anonymous pull)"
 
 
 class ValidateOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +127,7 @@ class _Validation:
         self.options = options
         self.checks: list[Check] = []
         self.kubelet_error: str | None = None
+        self._error_step = len(_STEPS)
         self.version = options.kubelet_version or NEWEST_KUBELET
         self.kubelet_config_path = options.kubelet_config
         self.bin_dir = options.bin_dir
@@ -128,12 +147,13 @@ class _Validation:
                 "kubelet config",
                 f"kubelet {self.version[0]}.{self.version[1]} reads one file; "
                 "a directory needs kubelet 1.34+",
+                "read",
             )
             return None
         try:
             loaded = load(path)
         except KubeletConfigError as exc:
-            self._kubelet_exits("kubelet config", str(exc))
+            self._kubelet_exits("kubelet config", str(exc), "read")
             return None
         files = ", ".join(loaded.files)
         count = len(loaded.providers)
@@ -141,7 +161,8 @@ class _Validation:
         self._validate_loaded(loaded)
         for index, item in enumerate(loaded.providers):
             for position, glob in enumerate(item.provider.match_images or ()):
-                for trap in globs.traps(glob):
+                reach = globs.raw_prefix_reach(glob)
+                for trap in [*globs.traps(glob), *([reach] if reach else [])]:
                     self.add("warn", f"providers[{index}].matchImages[{position}]", f"{glob!r}: {trap}")
         return loaded
 
@@ -161,6 +182,7 @@ class _Validation:
                     f"kubelet {self.version[0]}.{self.version[1]} has no tokenAttributes "
                     f'(strict decoding error: unknown field "providers[{index}].tokenAttributes"); '
                     "it needs 1.33+",
+                    "read",
                 )
                 continue
             found = validate([item.provider], token_gate=token_gate)
@@ -168,19 +190,27 @@ class _Validation:
             for message in found:
                 self.add("fail", where, message)
         if messages:
-            self.kubelet_error = "failed to validate credential provider config: " + aggregate(messages)
+            self._first_error(
+                "failed to validate credential provider config: " + aggregate(messages), "validate"
+            )
         elif self.kubelet_error is None:
             self.add("ok", "kubelet config", "passes the kubelet's validation")
 
-    def _kubelet_exits(self, check: str, message: str) -> None:
-        self.kubelet_error = message
-        self.add("fail", check, message)
+    def _kubelet_exits(self, check: str, message: str, step: str, detail: str | None = None) -> None:
+        """A check the kubelet fails at start-up with ``message`` (``detail``: ours, if longer)."""
+        self.add("fail", check, detail or message)
+        self._first_error(message, step)
+
+    def _first_error(self, message: str, step: str) -> None:
+        """Keeps the message of the kubelet's earliest failing step: the one it exits with."""
+        if _STEPS.index(step) < self._error_step:
+            self.kubelet_error, self._error_step = message, _STEPS.index(step)
 
     def bin_dir_checks(self, loaded: LoadedConfig | None) -> None:
         if self.bin_dir is None:
             return
         if not os.path.isdir(self.bin_dir):
-            self._kubelet_exits("bin dir", f"plugin binary directory {self.bin_dir} did not exist")
+            self._kubelet_exits("bin dir", f"plugin binary directory {self.bin_dir} did not exist", "bin dir")
             return
         self.add("ok", "bin dir", self.bin_dir)
         for item in loaded.providers if loaded else ():
@@ -188,12 +218,18 @@ class _Validation:
             binary = os.path.normpath(os.path.join(self.bin_dir, name))
             if not os.path.exists(binary):
                 # exec.LookPath returns "" on error, hence the kubelet's double space.
-                self._kubelet_exits(f"binary {name}", f"plugin binary executable  did not exist ({binary})")
+                self._kubelet_exits(
+                    f"binary {name}",
+                    "plugin binary executable  did not exist",
+                    "binaries",
+                    f"plugin binary executable  did not exist ({binary})",
+                )
             elif os.path.isdir(binary) or not os.access(binary, os.X_OK):
                 why = "is a directory" if os.path.isdir(binary) else "permission denied"
                 self._kubelet_exits(
                     f"binary {name}",
                     f"error inspecting binary executable : exec: {go_quote(binary)}: {why}",
+                    "binaries",
                 )
             elif name == self.options.name:
                 self._our_binary(binary)
@@ -268,16 +304,12 @@ class _Validation:
                 return
             config, timeout = namespace.config, namespace.timeout
         if timeout is not None:
+            from provider.protocol import parse_timeout
+
             try:
-                seconds = goduration.parse_seconds(timeout)
-            except ValueError:
-                seconds = -1.0
-            if not 0 < seconds <= 55:
-                self.add(
-                    "fail",
-                    where,
-                    f"--timeout {timeout!r}: the plugin would exit 1 on every pull (0s < t <= 55s)",
-                )
+                parse_timeout(timeout)
+            except ValueError as exc:
+                self.add("fail", where, f"{args!r}: the plugin would exit 2 on every pull: {exc}")
                 return
         env = {var.name: var.value for var in provider.env or ()}
         from_kubelet = config or env.get(CONFIG_ENV) or None
@@ -307,11 +339,17 @@ class _Validation:
             path = config_path(self.options.config, environ)
             config = load_config(path)
         except ConfigError as exc:
-            self.add("fail", "config", str(exc))
+            from_environment = (
+                not self.options.config and self.config_path is None and os.environ.get(CONFIG_ENV)
+            )
+            self.add("fail", "config", f"{exc} (named by {CONFIG_ENV})" if from_environment else str(exc))
             return None
         self.config_path = path
         backends = ", ".join(dict.fromkeys(rule.backend for rule in config.rules))
-        self.add("ok", "config", f"{path or 'embedded default'}: {len(config.rules)} rules ({backends})")
+        count = len(config.rules)
+        self.add(
+            "ok", "config", f"{path or 'embedded default'}: {count} rule{'s' * (count != 1)} ({backends})"
+        )
         for index, rule in enumerate(config.rules):
             if not built(rule.backend):
                 fallback = isinstance(rule, CloudRule) and rule.on_no_identity == "next"
@@ -324,6 +362,8 @@ class _Validation:
             for position, glob in enumerate(rule.match or ()):
                 for trap in globs.traps(glob):
                     self.add("warn", f"rules[{index}].match[{position}]", f"{glob!r}: {trap}")
+            for position, file in missing_files(rule):
+                self.add("warn", f"rules[{index}].files[{position}]", missing_file_warning(file))
         self._shadowed(config)
         return config
 
