@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["FLAVORS", "TOKEN_AUDIENCES", "Platform"]
+__all__ = ["FLAVORS", "TOKEN_AUDIENCES", "Platform", "paths_table"]
 
 PROVIDER_NAME = "registry-credential-provider"
 
@@ -111,3 +111,22 @@ TOKEN_AUDIENCES = {
     "eks": "sts.amazonaws.com",
     "aks": "api://AzureADTokenExchange",
 }
+
+
+def paths_table() -> str:
+    """Where each platform keeps the kubelet's bin dir, the kubelet's config and ours, as the
+    Markdown table the README shows (a test keeps the two equal)."""
+    lines = [
+        "| platform | bin dir | kubelet config (`--image-credential-provider-config`) "
+        "| our config (`--config`) |",
+        "|---|---|---|---|",
+    ]
+    for platform in FLAVORS.values():
+        flag = platform.kubelet_config_flag
+        kubelet = f"`{platform.kubelet_config}`" + (
+            f" (in `{flag}`)" if flag != platform.kubelet_config else ""
+        )
+        lines.append(
+            f"| {platform.title} | `{platform.bin_dir}` | {kubelet} | `{platform.provider_config}` |"
+        )
+    return "\n".join(lines) + "\n"

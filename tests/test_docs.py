@@ -65,3 +65,12 @@ def test_the_readme_lists_only_platforms_the_installer_supports() -> None:
     for name, release in refused.items():
         assert "packages no CPython 3.10+" in advice(release), name  # what the installer says
     assert "Amazon Linux 2, Ubuntu 20.04 and Debian 11 package no CPython 3.10+" in readme
+
+
+def test_the_readme_shows_where_each_platform_keeps_the_files() -> None:
+    from provider.platforms import paths_table
+
+    readme = (ROOT / "README.md").read_text()
+    begin = "<!-- platform-paths: generated from provider/platforms.py -->\n"
+    shown = readme.split(begin, 1)[1].split("<!-- /platform-paths -->", 1)[0]
+    assert shown == paths_table(), "README's platform table is stale: paste provider.platforms.paths_table()"
