@@ -77,7 +77,8 @@ def test_an_unreadable_default_file_is_skipped_with_a_warning(tmp_path: Path) ->
     env.environ["DOCKER_CONFIG"] = str(tmp_path / "docker")
     env.environ["REGISTRY_AUTH_FILE"] = env.file("auth.json", {"auths": {"reg.io": entry("u", "p")}})
     answer = env.answer("reg.io/app", None)
-    assert answer.credential is not None and answer.credential.password == "p"
+    assert answer.credential is not None
+    assert answer.credential.password == "p"
     assert env.warnings == [
         f"cannot read {tmp_path}/docker/config.json: it is a FIFO, not a regular file; "
         "skipped (it is one of the node's default files)"
@@ -128,7 +129,7 @@ def test_helper_names_are_checked_before_anything_runs(tmp_path: Path, name: str
     with pytest.raises(DockerConfigFileError, match=r"credHelpers\['reg.io'\] is .* not a credential helper"):
         env.answer("reg.io/app", [path])
     store = env.file("store.json", {"credsStore": name})
-    with pytest.raises(DockerConfigFileError, match="credsStore is .* not a credential helper name"):
+    with pytest.raises(DockerConfigFileError, match=r"credsStore is .* not a credential helper name"):
         env.answer("reg.io/app", [store])
     assert not marker.exists()
 
@@ -139,7 +140,8 @@ def test_real_helper_names_are_accepted(tmp_path: Path, name: str) -> None:
     env.helper(name, {"reg.io": ("u", "p")})
     path = env.file("config.json", {"credHelpers": {"reg.io": name}})
     answer = env.answer("reg.io/app", [path])
-    assert answer.credential is not None and answer.credential.password == "p"
+    assert answer.credential is not None
+    assert answer.credential.password == "p"
 
 
 @pytest.mark.parametrize(("mode", "who"), [(0o664, "its group"), (0o646, "others")])
@@ -170,6 +172,6 @@ def test_a_file_owned_by_another_user_is_warned_about(tmp_path: Path) -> None:
 def test_a_writable_file_with_only_auths_is_not_warned_about(tmp_path: Path) -> None:
     env = Env(tmp_path)
     path = env.file("config.json", {"auths": {"reg.io": entry("u", "p")}})
-    os.chmod(path, 0o666)
+    os.chmod(path, 0o666)  # noqa: S103 - the point of the test
     assert env.answer("reg.io/app", [path]).credential is not None
     assert env.warnings == []
