@@ -99,7 +99,9 @@ def _full(
     from provider.deadline import Deadline
     from provider.fullpath import CacheContext, respond
     from provider.kubelet import decode_request, encode_response
+    from provider.redact import register_environment
 
+    register_environment(environ)
     version = config_version(config_path)  # before reading it: a later edit must not inherit this plan
     config = load_config(config_path)
     seconds = (timeout or config.timeout_seconds) - (time.monotonic() - started)

@@ -89,7 +89,7 @@ def test_root_docker_config_denied_to_an_unprivileged_user_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rootless kubelet's embedded default: /root/.docker/config.json gives EACCES."""
-    real = dockerconfig.read_regular_file
+    real = read_regular_file
 
     def read(path: str, limit: int) -> bytes:
         if path == "/root/.docker/config.json":
