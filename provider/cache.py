@@ -108,6 +108,10 @@ class CredentialStore:
                     os.chmod(os.path.join(self.directory, name), 0o600)
         except CACHE_ERRORS as exc:
             self._fail("cannot be opened", exc)
+        except RecursionError:  # os.makedirs recurses once per missing level
+            self._fail("cannot be opened", "too many missing directory levels to create")
+        except ValueError:  # a NUL byte in the path (the config's check refuses one)
+            self._fail("cannot be opened", "not a usable path")
         finally:
             os.umask(old_umask)
         return self._cache

@@ -175,3 +175,52 @@ def test_a_writable_file_with_only_auths_is_not_warned_about(tmp_path: Path) -> 
     os.chmod(path, 0o666)  # noqa: S103 - the point of the test
     assert env.answer("reg.io/app", [path]).credential is not None
     assert env.warnings == []
+
+
+# --- config paths the kernel cannot take ------------------------------------------------------------
+
+
+def _config_with(tmp_path: Path, **fields: object) -> str:
+    import json
+
+    document = {"apiVersion": "registry-credential-provider/v1alpha1", "kind": "ProviderConfig"}
+    document.update({"rules": [{"backend": "anonymous"}]}, **fields)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_a_nul_byte_in_cache_dir_is_a_path_qualified_error(tmp_path: Path) -> None:
+    path = _config_with(tmp_path, cache={"dir": "/var/cache/a\0b"})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: $.cache.dir: expected an absolute path, got one with a NUL byte"
+
+
+def test_a_nul_byte_in_a_rules_files_is_a_path_qualified_error(tmp_path: Path) -> None:
+    path = _config_with(tmp_path, rules=[{"backend": "dockerconfig", "files": ["/etc/a\0b.json"]}])
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: $.rules[0].files[0]: expected an absolute path, got one with a NUL byte"
+    )
+
+
+def test_a_path_longer_than_linux_allows_is_a_path_qualified_error(tmp_path: Path) -> None:
+    path = _config_with(tmp_path, cache={"dir": "/" + "d" * 5000})
+    with pytest.raises(ConfigError, match=r"\$\.cache\.dir: expected a path of at most 4095 bytes"):
+        load_config(path)
+
+
+def test_a_cache_2000_levels_deep_is_bypassed_with_a_warning(tmp_path: Path) -> None:
+    from provider.cache import CredentialStore
+
+    warnings: list[str] = []
+    directory = str(tmp_path) + "/d" * 2000
+    store = CredentialStore(directory, warnings.append)
+    assert store.get_credential("cred:x") is None
+    assert not store.usable
+    assert warnings == [
+        f"disk cache {directory} cannot be opened (too many missing directory levels to create); "
+        "answering without it"
+    ]
