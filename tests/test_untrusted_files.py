@@ -183,7 +183,10 @@ def test_a_writable_file_with_only_auths_is_not_warned_about(tmp_path: Path) -> 
 def _config_with(tmp_path: Path, **fields: object) -> str:
     import json
 
-    document = {"apiVersion": "registry-credential-provider/v1alpha1", "kind": "ProviderConfig"}
+    document: dict[str, object] = {
+        "apiVersion": "registry-credential-provider/v1alpha1",
+        "kind": "ProviderConfig",
+    }
     document.update({"rules": [{"backend": "anonymous"}]}, **fields)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(document))
