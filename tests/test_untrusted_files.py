@@ -227,3 +227,56 @@ def test_a_cache_2000_levels_deep_is_bypassed_with_a_warning(tmp_path: Path) -> 
         f"disk cache {directory} cannot be opened (too many missing directory levels to create); "
         "answering without it"
     ]
+
+
+# --- a cache database that is not diskcache's -----------------------------------------------------
+
+
+def _wrong_schema(database: Path) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    connection.execute("CREATE TABLE Cache (x)")
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda db: db.mkdir(), "is not a regular file"),
+        (lambda db: db.symlink_to(db.parent.parent / "elsewhere.db"), "is not a regular file"),
+        (_wrong_schema, "has another schema (no such column: key)"),
+    ],
+    ids=["directory", "symlink", "wrong-schema"],
+)
+def test_a_cache_database_that_is_not_ours_is_moved_aside_and_rebuilt(
+    tmp_path: Path, make: object, why: str
+) -> None:
+    import time
+
+    from provider.cache import CachedCredential, CredentialStore
+
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    database = directory / "cache.db"
+    (tmp_path / "elsewhere.db").touch()
+    make(database)  # type: ignore[operator]
+    warnings: list[str] = []
+    store = CredentialStore(str(directory), warnings.append)
+    now = time.time()
+    entry = CachedCredential(
+        username="u", password="p", expires_at=now + 60, fetched_at=now, refresh_at=now + 30,
+        backend="dockerconfig", registry="r.io", identity="node", parts=[],
+    )  # fmt: skip
+    store.put_credential("cred:x", entry, now)
+    assert store.usable
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"disk cache {database} {why}; moved aside to {database}.corrupt-")
+    assert database.is_file()
+    assert not database.is_symlink()
+    assert (tmp_path / "elsewhere.db").stat().st_size == 0  # nothing written through the link
+    again = CredentialStore(str(directory), warnings.append).get_credential("cred:x")
+    assert again is not None
+    assert again.username == "u"
+    assert len(warnings) == 1
