@@ -104,6 +104,15 @@ def _full(
     register_environment(environ)
     version = config_version(config_path)  # before reading it: a later edit must not inherit this plan
     config = load_config(config_path)
+    if config_path is not None:
+        from provider.safefile import trust_problem
+
+        problem = trust_problem(config_path)
+        if problem is not None:
+            note(
+                f"{problem}, yet it chooses what this plugin reads and runs; "
+                "make it root's, not writable by others"
+            )
     seconds = (timeout or config.timeout_seconds) - (time.monotonic() - started)
     deadline = Deadline(max(seconds, 0.001))
     with guard(deadline):

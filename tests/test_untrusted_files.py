@@ -280,3 +280,16 @@ def test_a_cache_database_that_is_not_ours_is_moved_aside_and_rebuilt(
     assert again is not None
     assert again.username == "u"
     assert len(warnings) == 1
+
+
+def test_our_config_writable_by_others_is_warned_about(tmp_path: Path) -> None:
+    from provider import core
+
+    path = _config_with(tmp_path)
+    os.chmod(path, 0o646)  # noqa: S103 - the point of the test
+    request = b'{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"r.io/a"}'
+    reply = core.answer(request, config_path=path, environ={}, use_cache=False)
+    assert reply.warnings == [
+        f"{path} is writable by others, yet it chooses what this plugin reads and runs; "
+        "make it root's, not writable by others"
+    ]
