@@ -172,7 +172,9 @@ class _Warn:
         self.stream = stream
 
     def __call__(self, message: str) -> None:
-        self.stream.write(f"{PROG}: warning: {message}\n")
+        from provider.redact import redact
+
+        self.stream.write(redact(f"{PROG}: warning: {message}\n"))
         self.stream.flush()
 
 
@@ -327,7 +329,9 @@ def main(
 
             traceback.print_exc(file=stderr)
         message = f"error: {exc}" if isinstance(exc, ProviderError) else _internal_error(exc)
-        stderr.write(f"{PROG}: {message}\n")
+        from provider.redact import redact
+
+        stderr.write(redact(f"{PROG}: {message}\n"))
         return EXIT_FAILURE
 
 

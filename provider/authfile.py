@@ -10,6 +10,7 @@ and podman have written over the years: ``https://index.docker.io/v1/``, ``host`
 from __future__ import annotations
 
 import binascii
+import contextlib
 from base64 import b64decode
 
 import msgspec
@@ -52,7 +53,7 @@ _decoder = msgspec.json.Decoder(AuthFile)
 def parse_auth_file(data: bytes, source: str) -> AuthFile:
     """Decode one file; ``DockerConfigFileError`` naming the file and what is wrong (never a secret)."""
     try:
-        return _decoder.decode(data)
+        parsed = _decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise DockerConfigFileError(f"{source}: unexpected content: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -61,6 +62,19 @@ def parse_auth_file(data: bytes, source: str) -> AuthFile:
         raise DockerConfigFileError(
             f"{source}: not valid JSON: a string is not UTF-8 ({exc.reason})"
         ) from None
+    _register_secrets(parsed)
+    return parsed
+
+
+def _register_secrets(auth_file: AuthFile) -> None:
+    """Every password, auth string and identity token in the file, so none is ever printed."""
+    from provider.redact import register
+
+    for entry in auth_file.auths.values():
+        register(entry.auth, entry.password, entry.identitytoken)
+        # A broken one is reported by find_entry, if the entry is ever used.
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            register(b64decode(entry.auth, validate=True).decode("utf-8").partition(":")[2])
 
 
 def normalize_host(host: str) -> str:

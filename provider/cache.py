@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,8 @@ class Plan(msgspec.Struct, kw_only=True):
 _credential_decoder = msgspec.json.Decoder(CachedCredential)
 _encoder = msgspec.json.Encoder()
 
+# How SQLite says a database is of another schema than diskcache's (it is then rebuilt).
+SCHEMA_ERRORS = ("no such column", "no such table", "table Cache has no column")
 # Errors that mean "the cache is unusable right now", never "the request is bad".
 CACHE_ERRORS = (OSError, sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
@@ -110,28 +113,42 @@ class CredentialStore:
                     os.chmod(os.path.join(self.directory, name), 0o600)
         except CACHE_ERRORS as exc:
             self._fail("cannot be opened", exc)
+        except RecursionError:  # os.makedirs recurses once per missing level
+            self._fail("cannot be opened", "too many missing directory levels to create")
+        except ValueError:  # a NUL byte in the path (the config's check refuses one)
+            self._fail("cannot be opened", "not a usable path")
         finally:
             os.umask(old_umask)
         return self._cache
 
     def _open_database(self) -> diskcache.Cache:
-        """diskcache's database; a file that is not one (a torn disk, a stray write) is moved
-        aside, once, so the cache heals instead of staying off."""
+        """diskcache's database; one that is not one (a torn disk, a stray write, another
+        schema, a directory or a symlink in its place) is moved aside, once, so the cache heals
+        instead of staying off."""
         import diskcache
 
+        database = os.path.join(self.directory, DATABASE)
+        for path in (database, database + "-wal", database + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.lstat(path).st_mode):  # never followed, never written through
+                    self._move_aside(path, "is not a regular file")
         try:
             return diskcache.Cache(self.directory, timeout=2)
-        except sqlite3.OperationalError:
-            raise  # cannot open or write (read-only, full, locked): not damage
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith(SCHEMA_ERRORS):
+                raise  # cannot open or write (read-only, full, locked): not damage
+            self._move_aside(database, f"has another schema ({exc})")
         except sqlite3.DatabaseError as exc:
-            database = os.path.join(self.directory, DATABASE)
-            aside = f"{database}.corrupt-{int(time.time())}"
-            self._warn(f"disk cache {database} is damaged ({exc}); moved aside to {aside}")
-            os.replace(database, aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(database + suffix)
-            return diskcache.Cache(self.directory, timeout=2)
+            self._move_aside(database, f"is damaged ({exc})")
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(database + suffix)
+        return diskcache.Cache(self.directory, timeout=2)
+
+    def _move_aside(self, path: str, why: str) -> None:
+        aside = f"{path}.corrupt-{int(time.time())}"
+        self._warn(f"disk cache {path} {why}; moved aside to {aside}")
+        os.replace(path, aside)
 
     def _get_raw(self, key: str) -> bytes | None:
         cache = self._open()

@@ -104,9 +104,20 @@ def _full(
     from provider.deadline import Deadline
     from provider.fullpath import CacheContext, respond
     from provider.kubelet import decode_request, encode_response
+    from provider.redact import register_environment
 
+    register_environment(environ)
     version = config_version(config_path)  # before reading it: a later edit must not inherit this plan
     config = load_config(config_path)
+    if config_path is not None:
+        from provider.safefile import trust_problem
+
+        problem = trust_problem(config_path)
+        if problem is not None:
+            note(
+                f"{problem}, yet it chooses what this plugin reads and runs; "
+                "make it root's, not writable by others"
+            )
     seconds = (timeout or config.timeout_seconds) - (time.monotonic() - started)
     deadline = Deadline(max(seconds, 0.001))
     with guard(deadline):

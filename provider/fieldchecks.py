@@ -26,7 +26,18 @@ def check_duration(path: str, value: str, *, maximum: float | None = None, posit
         raise ConfigError(f"{path}: at most {maximum:g}s (the kubelet kills plugins at 60s), got {value!r}")
 
 
+# Linux's PATH_MAX, less the terminating NUL.
+MAX_PATH_BYTES = 4095
+
+
 def check_absolute_path(path: str, value: str) -> None:
+    """An absolute path the kernel can take: no NUL byte, at most ``MAX_PATH_BYTES`` long."""
+    if "\0" in value:
+        raise ConfigError(f"{path}: expected an absolute path, got one with a NUL byte")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ConfigError(
+            f"{path}: expected a path of at most {MAX_PATH_BYTES} bytes, got {len(value)} characters"
+        )
     if not os.path.isabs(value):
         raise ConfigError(f"{path}: expected an absolute path, got {value!r}")
 

@@ -89,6 +89,10 @@ def decode_request(data: bytes) -> CredentialProviderRequest:
         raise RequestError(f"stdin is not a JSON CredentialProviderRequest: {exc}") from None
     except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a JSON string
         raise RequestError("stdin is not a JSON CredentialProviderRequest: a string is not UTF-8") from None
+    if request.service_account_token:
+        from provider.redact import register
+
+        register(request.service_account_token)
     if request.kind != REQUEST_KIND:
         raise RequestError(f"unexpected kind {request.kind!r} on stdin, expected {REQUEST_KIND!r}")
     if request.api_version not in API_VERSIONS:

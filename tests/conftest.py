@@ -33,6 +33,16 @@ def kubelet_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return environ
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Each test starts with no registered secrets (one test's password is not another's)."""
+    from provider.redact import forget_all
+
+    forget_all()
+    yield
+    forget_all()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point the disk cache of everything the tests run at a private directory."""

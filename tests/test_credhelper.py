@@ -306,18 +306,34 @@ def test_slow_helper_is_killed(helpers: Helpers) -> None:
     assert wait_gone(read_pid(helpers.log / "pid"))
 
 
-def test_grandchild_holding_stdout_does_not_outlive_the_timeout(helpers: Helpers) -> None:
+def test_an_answer_counts_while_a_grandchild_still_holds_stdout(helpers: Helpers) -> None:
     # the helper answers and exits, but leaves a background child with our stdout pipe open
     helpers.write(
         "forking",
-        'cat >/dev/null\nsleep 5 &\necho $! > "$HELPER_LOG/grandchild"\n'
+        'cat >/dev/null\nsleep 30 &\necho $! > "$HELPER_LOG/grandchild"\n'
         f"printf '%s' {shlex.quote(reply())}\nexit 0\n",
     )
-    # It answered, yet the open pipe kept the call waiting until the timeout, which then killed the group.
-    with pytest.raises(CredentialHelperError, match=r"did not answer .* within 0\.4s"):
-        helpers.run("forking", timeout=0.4)
+    assert helpers.run("forking", timeout=20) == HelperCredential(username="helper-user", secret=SECRET)
     grandchild = read_pid(helpers.log / "grandchild")
-    assert wait_gone(grandchild), f"grandchild {grandchild} survived the helper's timeout"
+    assert wait_gone(grandchild), f"grandchild {grandchild} outlived the call"
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["answered", "silent"])
+def test_a_descendant_in_its_own_session_is_ended(helpers: Helpers, answers: bool) -> None:
+    """``setsid`` takes a child out of the helper's process group: killing the group misses it."""
+    answer = f"printf '%s' {shlex.quote(reply())}\nexit 0\n" if answers else "exec sleep 30\n"
+    helpers.write(
+        "daemon",
+        "cat >/dev/null\nsetsid sh -c 'echo $$ > \"$HELPER_LOG/session\"; exec sleep 30' &\n"
+        'while [ ! -s "$HELPER_LOG/session" ]; do sleep 0.01; done\n' + answer,
+    )
+    if answers:
+        assert helpers.run("daemon", timeout=20) == HelperCredential(username="helper-user", secret=SECRET)
+    else:
+        with pytest.raises(CredentialHelperError, match="did not answer"):
+            helpers.run("daemon", timeout=0.5)
+    leader = read_pid(helpers.log / "session")
+    assert wait_gone(leader), f"session leader {leader} outlived the call"
 
 
 def test_background_child_is_killed_after_a_normal_answer(helpers: Helpers) -> None:

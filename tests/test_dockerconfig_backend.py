@@ -273,7 +273,7 @@ def test_directory_in_place_of_file(env: Env) -> None:
     path.mkdir()
     with pytest.raises(DockerConfigFileError) as caught:
         read_auth_file(str(path))
-    assert str(caught.value) == f"cannot read {path}: Is a directory"
+    assert str(caught.value) == f"cannot read {path}: it is a directory, not a regular file"
 
 
 def test_path_below_a_regular_file(env: Env) -> None:
@@ -338,7 +338,7 @@ def test_oversized_file(env: Env) -> None:
     path = env.file("big.json", doc)
     with pytest.raises(DockerConfigFileError) as caught:
         read_auth_file(path)
-    assert str(caught.value) == f"{path} is larger than {MAX_FILE_BYTES} bytes"
+    assert str(caught.value) == f"cannot read {path}: it is larger than {MAX_FILE_BYTES} bytes"
 
 
 def test_file_at_the_size_limit_is_read(env: Env) -> None:

@@ -18,6 +18,7 @@ are added to ``NO_PROXY`` while botocore works.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import os
@@ -46,6 +47,7 @@ from botocore.exceptions import (
 from provider import __version__
 from provider.aws.api import Budget, RoleCredentials, Target, TokenData
 from provider.errors import CloudCredentialError, NoIdentityError
+from provider.redact import excerpt, register, register_environment
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -157,13 +159,20 @@ def _timestamp(value: object) -> float | None:
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """One line, bounded, without any of ``secrets``."""
+    """One line, bounded, without any of ``secrets`` or any other secret this process knows."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
-    text = " ".join(text.split())
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
-    return text
+    return excerpt(text, MAX_MESSAGE_CHARS)
+
+
+def _register_node_credentials(session: botocore.session.Session) -> None:
+    """The credentials the chain resolved (from any source: env, files, IMDS, web identity),
+    so an upstream message that echoes them is redacted. Only called after a signed call,
+    when the chain has already run."""
+    resolved = session.get_credentials()
+    if resolved is not None:
+        frozen = resolved.get_frozen_credentials()
+        register(frozen.secret_key, frozen.token)
 
 
 def _client_error_parts(exc: ClientError, secrets: tuple[str, ...]) -> tuple[str, str, int]:
@@ -244,6 +253,8 @@ class BotocoreApi:
         service = "AWS ECR Public" if target.service == "ecr-public" else "AWS ECR"
         what = f"{service} GetAuthorizationToken in {target.region}"
         secrets = secrets + (credentials.secrets() if credentials else ())
+        register_environment(os.environ)
+        register(*secrets)
         budget.check(what)
         session = _get_session()
         try:
@@ -278,6 +289,8 @@ class BotocoreApi:
                     items = reply.get("authorizationData") or [{}]
                     data = items[0]
         except ClientError as exc:
+            if credentials is None:
+                _register_node_credentials(session)
             raise self._ecr_error(exc, what, credentials, secrets) from None
         except BotoCoreError as exc:
             mapped = _network_error(exc, what, secrets) or _chain_error(exc)
@@ -289,6 +302,9 @@ class BotocoreApi:
         token = data.get("authorizationToken")
         if not isinstance(token, str) or not token:
             raise CloudCredentialError(f"{what} answered without an authorization token")
+        register(token)
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            register(base64.b64decode(token).decode("utf-8").partition(":")[2])
         return TokenData(token, _timestamp(data.get("expiresAt")))
 
     def _ecr_error(
@@ -321,6 +337,8 @@ class BotocoreApi:
     ) -> RoleCredentials:
         what = f"STS AssumeRoleWithWebIdentity into {role_arn} for {who}"
         secrets = (token,)
+        register_environment(os.environ)
+        register(token)
         budget.check(what)
         session = _get_session()
         try:
@@ -360,6 +378,7 @@ class BotocoreApi:
         if not all(isinstance(key, str) and key for key in keys):
             raise CloudCredentialError(f"{what} answered without credentials")
         access_key_id, secret_access_key, session_token = (str(key) for key in keys)
+        register(secret_access_key, session_token)
         return RoleCredentials(
             access_key_id, secret_access_key, session_token, _timestamp(found.get("Expiration")), role_arn
         )

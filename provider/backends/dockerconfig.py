@@ -9,8 +9,9 @@ Files are read on every call, so edits apply without a restart.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
@@ -19,6 +20,7 @@ from provider.errors import DockerConfigFileError, ProviderError
 from provider.fieldchecks import check_absolute_path, check_duration
 from provider.filestamp import file_version
 from provider.protocol import MAX_TIMEOUT_SECONDS
+from provider.safefile import FileTooLargeError, UnsafeFileError, read_regular_file, trust_problem
 
 __all__ = ["SPEC", "DockerConfigBackend", "DockerConfigRule", "default_files", "read_auth_file"]
 
@@ -63,20 +65,41 @@ def default_files(environ: Mapping[str, str], root: str = "/") -> list[str]:
     return files
 
 
-def read_auth_file(path: str) -> AuthFile | None:
-    """The parsed file, or None when it does not exist (a missing default file is normal)."""
+# What docker's own helpers are called (docker-credential-ecr-login, -gcloud, -osxkeychain,
+# -pass): a name is a file name in PATH, never a path or an option.
+HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def read_auth_file(path: str, *, skip_unreadable: Callable[[str], None] | None = None) -> AuthFile | None:
+    """The parsed file, or None when it does not exist (a missing default file is normal).
+
+    With ``skip_unreadable`` (the node's default files, which the rule did not choose), a file
+    that exists but cannot be read (no permission, not a regular file) is reported there and
+    treated as missing: as an unprivileged user, ``/root/.docker/config.json`` is unreadable.
+    """
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
+        data = read_regular_file(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise DockerConfigFileError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise DockerConfigFileError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    except (OSError, UnsafeFileError) as exc:
+        problem = f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        if skip_unreadable is not None and not isinstance(exc, FileTooLargeError):
+            skip_unreadable(f"{problem}; skipped (it is one of the node's default files)")
+            return None
+        raise DockerConfigFileError(problem) from None
     if not data.strip():
         return AuthFile()
     return parse_auth_file(data, path)
+
+
+def check_helper(path: str, field: str, helper: str) -> str:
+    """``helper`` when it is a plain helper name; else ``DockerConfigFileError`` naming the field."""
+    if not HELPER_NAME.fullmatch(helper):
+        raise DockerConfigFileError(
+            f"{path}: {field} is {helper!r}, not a credential helper name "
+            "(letters, digits, '.', '_' and '-'; docker-credential-<name> is looked up on PATH)"
+        )
+    return helper
 
 
 class DockerConfigBackend:
@@ -91,10 +114,13 @@ class DockerConfigBackend:
     def __init__(self) -> None:
         self._files: dict[str, AuthFile | None] = {}
 
-    def _read(self, path: str) -> AuthFile | None:
+    def _read(self, path: str, lookup: Lookup) -> AuthFile | None:
         """Each file is parsed once per process (``cache_key`` and ``get_credentials`` both need it)."""
         if path not in self._files:
-            self._files[path] = read_auth_file(path)
+            rule = lookup.rule
+            assert isinstance(rule, DockerConfigRule)
+            skip = lookup.warn if rule.files is None else None
+            self._files[path] = read_auth_file(path, skip_unreadable=skip)
         return self._files[path]
 
     def cache_key(self, lookup: Lookup) -> tuple[str, ...] | None:
@@ -105,7 +131,7 @@ class DockerConfigBackend:
         if goduration.parse(rule.helper_cache_duration) <= 0:
             return None
         for path in files:  # in the order get_credentials reads them, stopping where it would
-            auth_file = self._read(path)
+            auth_file = self._read(path, lookup)
             if auth_file is None:
                 continue
             if helper_for(auth_file, lookup.host) or auth_file.creds_store:
@@ -121,7 +147,7 @@ class DockerConfigBackend:
         keep_seconds = goduration.parse_seconds(rule.helper_cache_duration)
         per_image = False
         for path in files:
-            auth_file = self._read(path)
+            auth_file = self._read(path, lookup)
             if auth_file is None:
                 continue
             per_image = per_image or has_path_keys(auth_file, lookup.host)
@@ -142,6 +168,8 @@ class DockerConfigBackend:
         """The file's credential for the lookup, and whether a helper produced it."""
         helper = helper_for(auth_file, lookup.host)
         if helper:
+            check_helper(path, f"credHelpers[{lookup.host!r}]", helper)
+            self._warn_if_untrusted(path, lookup)
             return self._from_helper(helper, lookup, helper_timeout), True
         entry = find_entry(auth_file, lookup.host, lookup.path, path)
         if entry is not None and entry.identity_token_only:
@@ -152,8 +180,16 @@ class DockerConfigBackend:
         elif entry is not None and not entry.empty:
             return Credential(username=entry.username, password=entry.password, path_scope=entry.path), False
         if auth_file.creds_store:
+            check_helper(path, "credsStore", auth_file.creds_store)
+            self._warn_if_untrusted(path, lookup)
             return self._from_helper(auth_file.creds_store, lookup, helper_timeout), True
         return None, False
+
+    @staticmethod
+    def _warn_if_untrusted(path: str, lookup: Lookup) -> None:
+        problem = trust_problem(path)
+        if problem is not None:
+            lookup.warn(f"{problem}, yet it chooses a program this plugin runs; make it root's, mode 0600")
 
     def _from_helper(self, helper: str, lookup: Lookup, helper_timeout: float) -> Credential | None:
         from provider.credhelper import run_helper  # subprocess is only paid when a helper runs
@@ -183,17 +219,25 @@ def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[F
     present: list[str] = []
     helpers: set[str] = set()
     for path in files:
+        skipped: list[str] = []
         try:
-            parsed = read_auth_file(path)
+            parsed = read_auth_file(path, skip_unreadable=skipped.append if rule.files is None else None)
         except ProviderError as exc:
             findings.append(Finding("fail", str(exc)))
             continue
+        findings.extend(Finding("warn", message) for message in skipped)
         if parsed is None:
             continue
         present.append(f"{path} ({len(parsed.auths)} auths)")
-        helpers.update(parsed.cred_helpers.values())
-        if parsed.creds_store:
-            helpers.add(parsed.creds_store)
+        named = [*parsed.cred_helpers.values(), *([parsed.creds_store] if parsed.creds_store else [])]
+        for helper in named:
+            if HELPER_NAME.fullmatch(helper):
+                helpers.add(helper)
+            else:
+                findings.append(Finding("fail", f"{path}: {helper!r} is not a credential helper name"))
+        problem = trust_problem(path) if named else None
+        if problem is not None:
+            findings.append(Finding("warn", f"{problem}, yet it names credential helpers this plugin runs"))
     if not present:
         findings.append(
             Finding(

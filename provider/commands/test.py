@@ -417,6 +417,12 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
         return EXIT_USAGE
     except ProviderError as exc:  # our config, the request on stdin
         report.error = str(exc)
+    if args.show_secrets:  # the response's passwords only: what went wrong stays redacted
+        from provider.redact import redact
+
+        report.error = redact(report.error) if report.error else report.error
+        report.warnings = [redact(warning) for warning in report.warnings]
+        streams.reveal_secrets()
     if args.output == "json":
         emit_json(streams, report)
     else:

@@ -34,6 +34,7 @@ from provider.kubelet import API_VERSIONS, AuthConfig, decode_response, request_
 from provider.locations import config_path
 from provider.matching import urls_match
 from provider.output import Check, Status, add_output_argument, checks_table, emit_json, paint, use_colour
+from provider.redact import excerpt, register
 from provider.registryclient import (
     Challenge,
     Client,
@@ -58,6 +59,7 @@ MANIFEST_TYPES = ", ".join(
     )
 )
 DEFAULT_TIMEOUT_SECONDS = 30.0
+MAX_EXCERPT_CHARS = 200
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
@@ -108,11 +110,11 @@ def _excerpt(response: Response, secrets: list[str]) -> str:
     elif isinstance(document, dict) and isinstance(document.get("details"), str):
         text = document["details"]
     elif response.body and not isinstance(document, dict):
-        text = " ".join(response.body[:200].decode("utf-8", "replace").split())
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return text[:200]
+        text = response.body.decode("utf-8", "replace")
+    # Redact before the whitespace is collapsed and the text cut: a secret with a tab, or one
+    # that straddles the cut, must not come out in part.
+    register(*secrets)
+    return excerpt(text, MAX_EXCERPT_CHARS)
 
 
 def _jwt_claims(token: str) -> dict[str, Any] | None:
