@@ -360,3 +360,66 @@ def test_no_proxy_star_is_respected(
     monkeypatch.setenv("NO_PROXY", "*")
     EcrBackend().get_credentials(make_lookup(environ=dict(os.environ)))
     assert not any(c.via_proxy for c in aws_front.calls)
+
+
+class _Dribbler:
+    """An ECR endpoint that answers 200 and then sends its body one byte at a time, ``interval``
+    apart: every socket read succeeds well within botocore's read timeout, so it never fires."""
+
+    def __init__(self, total_bytes: int = 100, interval: float = 0.2) -> None:
+        import socket
+        import threading
+
+        self.total_bytes = total_bytes
+        self.interval = interval
+        self.sent = 0
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(5)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self._sock.accept()
+        except OSError:
+            return
+        with connection:
+            connection.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {self.total_bytes}\r\n\r\n"
+            connection.sendall(head.encode())
+            for _ in range(self.total_bytes):
+                if self._stop.wait(self.interval):
+                    return
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+                self.sent += 1
+        self.finished.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_slow_body_is_bounded_by_the_aws_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider.aws.api import Budget, Target
+
+    dribbler = _Dribbler()
+    try:
+        target = Target("ecr", "aws", "us-east-1", "123456789012", dribbler.url)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDDRIBBLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "dribble-secret-that-must-never-leak")
+        sdk.reset_session()
+        with pytest.raises(CloudCredentialError) as failed:
+            sdk.BotocoreApi().authorization_token(target, None, Budget(2.0), secrets=())
+        # The call gave up while the endpoint was still sending: the budget ended it, not the body.
+        assert not dribbler.finished.is_set()
+        assert dribbler.sent < dribbler.total_bytes
+        assert "took more than 2s" in str(failed.value)
+    finally:
+        dribbler.close()

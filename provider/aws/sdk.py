@@ -22,8 +22,9 @@ import base64
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -57,6 +58,8 @@ __all__ = ["BotocoreApi", "reset_session"]
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 3
+BUDGET_GRACE_SECONDS = 0.25
+T = TypeVar("T")
 USER_AGENT = f"registry-credential-provider/{__version__}"
 THROTTLING_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
@@ -146,6 +149,37 @@ def _guard(client: BaseClient, budget: Budget, what: str) -> BaseClient:
 
     client.meta.events.register("before-send", before_send)
     return client
+
+
+def _within(budget: Budget, what: str, call: Callable[[], T]) -> T:
+    """``call()``, given up when the budget runs out even if bytes still trickle in.
+
+    botocore's read timeout bounds each socket read, not the response: an endpoint sending one
+    byte a second never trips it. The call runs in a daemon thread; past the budget it is left
+    behind (the process ends soon after, and the thread with it) and the caller gets the
+    budget's error at once. A grace of ``BUDGET_GRACE_SECONDS`` lets botocore report its own,
+    more precise timeout first.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the caller's thread as it is
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="aws-call", daemon=True)
+    thread.start()
+    thread.join(budget.remaining() + BUDGET_GRACE_SECONDS)
+    if thread.is_alive():
+        raise CloudCredentialError(
+            f"gave up on {what}: the AWS calls of this lookup took more than {budget.seconds:.0f}s "
+            "(a slow or unreachable endpoint, IMDS or proxy; the kubelet retries on the next pull)"
+        )
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def _timestamp(value: object) -> float | None:
@@ -281,11 +315,11 @@ class BotocoreApi:
                 )
                 _guard(client, budget, what)
                 if target.service == "ecr-public":
-                    reply = client.get_authorization_token()
+                    reply = _within(budget, what, client.get_authorization_token)
                     data = reply.get("authorizationData") or {}
                 else:
                     arguments = {"registryIds": [target.registry_id]} if target.registry_id else {}
-                    reply = client.get_authorization_token(**arguments)
+                    reply = _within(budget, what, lambda: client.get_authorization_token(**arguments))
                     items = reply.get("authorizationData") or [{}]
                     data = items[0]
         except ClientError as exc:
@@ -347,8 +381,12 @@ class BotocoreApi:
                     "sts", region_name=region, config=_client_config(budget, signature_version=UNSIGNED)
                 )
                 _guard(client, budget, what)
-                reply = client.assume_role_with_web_identity(
-                    RoleArn=role_arn, RoleSessionName=session_name, WebIdentityToken=token
+                reply = _within(
+                    budget,
+                    what,
+                    lambda: client.assume_role_with_web_identity(
+                        RoleArn=role_arn, RoleSessionName=session_name, WebIdentityToken=token
+                    ),
                 )
         except ClientError as exc:
             code, message, attempts = _client_error_parts(exc, secrets)
