@@ -38,8 +38,9 @@ CLOUDS: dict[str, Cloud] = {
 DEFAULT_CLOUD = CLOUDS["azurepubliccloud"]
 KNOWN_SUFFIXES = tuple(cloud.suffix for cloud in CLOUDS.values())
 
-# Registry names: 5-50 letters and digits; a domain name label adds one "-<hash>".
-_NAME = r"[a-z0-9]{5,50}(?:-[a-z0-9]{1,16})?"
+# Registry names: letters and digits (Azure creates 5-50; shorter ones are still under
+# Microsoft's domain, so they are taken rather than refused); a domain name label adds "-<hash>".
+_NAME = r"[a-z0-9]{1,50}(?:-[a-z0-9]{1,16})?"
 _REGION = r"[a-z0-9]{2,40}"
 _SUFFIX = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 

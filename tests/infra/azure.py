@@ -228,7 +228,7 @@ class EntraFake(ThreadedServer):
             return status, {
                 "error": error,
                 "error_description": description,
-                "error_codes": [int(description[5:11])],
+                "error_codes": [int(description[7:].split(":")[0])],
             }
 
         if form.get("grant_type") != "client_credentials" or form.get("scope") != ACR_SCOPE:
