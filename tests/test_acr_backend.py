@@ -94,11 +94,13 @@ def test_system_assigned_identity_without_a_cloud_config(world: AzureWorld, env:
     before = len(world.imds.token_requests())
     answer = AcrBackend().get_credentials(lookup(f"{world.login_server}/app", rule_for(world), env))
     credential = answer.credential
-    assert credential is not None and credential.username == ACR_USERNAME
+    assert credential is not None
+    assert credential.username == ACR_USERNAME
     assert pull_token(world, credential.password) == 200
     [request] = world.imds.token_requests()[before:]
     assert request["query"] == ["api-version", "resource"]  # no client_id: the system identity
-    assert answer.cacheable and answer.depends_on == ()
+    assert answer.cacheable
+    assert answer.depends_on == ()
 
 
 def test_user_assigned_identity_from_azure_json(
@@ -109,7 +111,8 @@ def test_user_assigned_identity_from_azure_json(
     answer = AcrBackend().get_credentials(
         lookup(f"{world.login_server}/app", rule_for(world, azure_config=path), env)
     )
-    assert answer.credential is not None and answer.depends_on == (path,)
+    assert answer.credential is not None
+    assert answer.depends_on == (path,)
     [request] = world.imds.token_requests()[before:]
     assert "client_id" in request["query"]
     [exchange] = world.acr.exchanges()[-1:]
@@ -123,7 +126,7 @@ def test_user_assigned_identity_by_resource_id(world: AzureWorld, env: dict[str,
     assert answer.credential is not None
     [request] = world.imds.token_requests()[before:]
     assert "client_id" not in request["query"]
-    assert {"mi_res_id", "msi_res_id"} & set(request["query"])  # type: ignore[arg-type]
+    assert {"mi_res_id", "msi_res_id"} & set(request["query"])
 
 
 def test_service_principal_from_azure_json(world: AzureWorld, env: dict[str, str], tmp_path: Path) -> None:
@@ -132,9 +135,10 @@ def test_service_principal_from_azure_json(world: AzureWorld, env: dict[str, str
     answer = AcrBackend().get_credentials(
         lookup(f"{world.login_server}/app", rule_for(world, azure_config=path), env)
     )
-    assert answer.credential is not None and pull_token(world, answer.credential.password) == 200
+    assert answer.credential is not None
+    assert pull_token(world, answer.credential.password) == 200
     assert len(world.imds.requests) == imds_before, "a service principal needs no IMDS"
-    assert "client_secret" in world.entra.token_requests()[-1]["fields"]  # type: ignore[operator]
+    assert "client_secret" in world.entra.token_requests()[-1]["fields"]
 
 
 def test_pod_identity_uses_the_token_as_client_assertion(world: AzureWorld, env: dict[str, str]) -> None:
@@ -143,10 +147,12 @@ def test_pod_identity_uses_the_token_as_client_assertion(world: AzureWorld, env:
     imds_before = len(world.imds.requests)
     found = lookup(f"{world.login_server}/app", rule_for(world), env, token=token, annotations=annotations)
     answer = AcrBackend().get_credentials(found)
-    assert answer.credential is not None and pull_token(world, answer.credential.password) == 200
+    assert answer.credential is not None
+    assert pull_token(world, answer.credential.password) == 200
     assert len(world.imds.requests) == imds_before
     fields = world.entra.token_requests()[-1]["fields"]
-    assert "client_assertion" in fields and "client_secret" not in fields  # type: ignore[operator]
+    assert "client_assertion" in fields
+    assert "client_secret" not in fields
 
 
 def test_the_refresh_tokens_expiry_bounds_the_answer(world: AzureWorld, env: dict[str, str]) -> None:
@@ -154,11 +160,13 @@ def test_the_refresh_tokens_expiry_bounds_the_answer(world: AzureWorld, env: dic
     answer = AcrBackend().get_credentials(found)
     credential = answer.credential
     assert credential is not None
+    assert credential.expires_at is not None
     assert credential.expires_at == token_expiry(credential.password)
     assert answer.cache_seconds == pytest.approx((credential.expires_at - found.now()) / 2)
     world.acr.refresh_exp = False
     answer = AcrBackend().get_credentials(lookup(f"{world.login_server}/app", rule_for(world), env))
-    assert answer.credential is not None and answer.credential.expires_at is not None
+    assert answer.credential is not None
+    assert answer.credential.expires_at is not None
     assert "exp" not in (jwt_claims(answer.credential.password) or {})
     assert answer.credential.expires_at - found.now() == pytest.approx(3 * 3600, abs=5)
 
@@ -202,7 +210,8 @@ def test_a_mirror_is_served_from_the_acr_under_its_own_name(world: AzureWorld, e
     mirrored = {**env, MIRRORS_ENV: f"mcr.microsoft.com:{world.login_server}"}
     before = len(world.acr.exchanges())
     answer = AcrBackend().get_credentials(lookup("mcr.microsoft.com/dotnet/runtime", rule, mirrored))
-    assert answer.credential is not None and pull_token(world, answer.credential.password) == 200
+    assert answer.credential is not None
+    assert pull_token(world, answer.credential.password) == 200
     assert len(world.acr.exchanges()) == before + 1
 
 
@@ -214,7 +223,9 @@ def test_exchange_401_is_one_line_without_the_token(world: AzureWorld, env: dict
     with pytest.raises(CloudCredentialError) as caught:
         AcrBackend().get_credentials(lookup(f"{world.login_server}/app", rule_for(world), env))
     message = str(caught.value)
-    assert "answered 401" in message and "pull role" in message and "\n" not in message
+    assert "answered 401" in message
+    assert "pull role" in message
+    assert "\n" not in message
     assert not any(token in message for token in world.book.secrets())
 
 
@@ -318,5 +329,6 @@ def test_no_secret_in_reprs(tmp_path: Path) -> None:
     from provider.azure.cloudconfig import read_azure_config
 
     config = read_azure_config(azure_json(tmp_path, aadClientId=SP_CLIENT, aadClientSecret=SP_SECRET))
-    assert config is not None and SP_SECRET not in repr(config)
+    assert config is not None
+    assert SP_SECRET not in repr(config)
     assert os.environ.get("AZURE_CLIENT_SECRET") is None

@@ -29,8 +29,9 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.infra._util import ThreadedServer
@@ -120,7 +121,7 @@ class AzureImds(ThreadedServer):
         self.tenant = tenant
         self.identities = dict(identities or {})
         self.mode = mode
-        self.requests: list[dict[str, object]] = []
+        self.requests: list[dict[str, Any]] = []
         fake = self
 
         class Handler(_Handler):
@@ -176,7 +177,7 @@ class AzureImds(ThreadedServer):
             return f"mi:{found[0]}" if found else None
         return "mi:system"
 
-    def token_requests(self) -> list[dict[str, object]]:
+    def token_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == "/metadata/identity/oauth2/token"]
 
 
@@ -187,7 +188,7 @@ class EntraFake(ThreadedServer):
     def __init__(self, book: TokenBook, tls: TLSFiles, clients: dict[str, tuple[str, str]]) -> None:
         self.book = book
         self.clients = clients
-        self.requests: list[dict[str, object]] = []
+        self.requests: list[dict[str, Any]] = []
         fake = self
 
         class Handler(_Handler):
@@ -228,7 +229,7 @@ class EntraFake(ThreadedServer):
             return status, {
                 "error": error,
                 "error_description": description,
-                "error_codes": [int(description[7:].split(":")[0])],
+                "error_codes": [int(description[7:].split(":", maxsplit=1)[0])],
             }
 
         if form.get("grant_type") != "client_credentials" or form.get("scope") != ACR_SCOPE:
@@ -261,7 +262,7 @@ class EntraFake(ThreadedServer):
             "access_token": token,
         }
 
-    def token_requests(self) -> list[dict[str, object]]:
+    def token_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST"]
 
 
@@ -311,7 +312,7 @@ class AcrTokenServer(TokenServer):
             self.book.refresh[token] = expires
         return 200, {"refresh_token": token}
 
-    def exchanges(self) -> list[dict[str, object]]:
+    def exchanges(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r.get("path") == "/oauth2/exchange"]
 
 
@@ -374,7 +375,8 @@ def start_azure(workdir: Path) -> AzureWorld:
         acl={ACR_USERNAME: {"*": ["pull"]}},
         book=book,
         tls=tls,
-    ).start()
+    )
+    acr.start()
     registry = start_token_registry(workdir / "registry", acr, tls=tls)
     environ = {
         "AZURE_POD_IDENTITY_AUTHORITY_HOST": imds.url,
