@@ -326,6 +326,7 @@ UAMI_RESOURCE = (
 SP_CLIENT = "55555555-5555-5555-5555-555555555555"
 SP_SECRET = "service-principal-secret-that-must-never-leak"
 POD_CLIENT = "66666666-6666-6666-6666-666666666666"
+PUSHER_PASSWORD = "pusher-password-for-seeding-the-registry"
 FOREIGN_CLIENT = "77777777-7777-7777-7777-777777777777"  # registered in OTHER_TENANT
 
 
@@ -371,8 +372,8 @@ def start_azure(workdir: Path) -> AzureWorld:
     )
     acr = AcrTokenServer(
         signing=make_signing_files(workdir / "signing"),
-        users={},
-        acl={ACR_USERNAME: {"*": ["pull"]}},
+        users={"pusher": PUSHER_PASSWORD},
+        acl={ACR_USERNAME: {"*": ["pull"]}, "pusher": {"*": ["pull", "push"]}},
         book=book,
         tls=tls,
     )
