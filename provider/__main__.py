@@ -303,8 +303,12 @@ def main(
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
         words = list(sys.argv[1:] if argv is None else argv)
-        args = fast_kubelet_args(words) or build_parser().parse_args(words)
         invoked_as = os.path.basename(os.environ.get("PEX") or sys.argv[0])  # pex sets PEX to our file
+        if invoked_as == "acr-credential-provider" and argv is None:
+            from provider.azure.dropin import translate  # the upstream ACR plugin's drop-in
+
+            words = translate(words, os.environ)
+        args = fast_kubelet_args(words) or build_parser().parse_args(words)
         if invoked_as == "ecr-credential-provider" and argv is None and getattr(args, "config", "") is None:
             from provider.defaults import ECR_DROP_IN_CONFIG_FILE  # the upstream AWS plugin's drop-in
 

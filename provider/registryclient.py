@@ -186,8 +186,10 @@ class Client:
         environ: Mapping[str, str],
         remaining: Callable[[], float],
         ca_file: str | None = None,
+        tls_hint: str = "pass --ca-file with the CA that signed it",
     ) -> None:
         self.environ = environ
+        self.tls_hint = tls_hint
         self.remaining = remaining
         self.context = ssl.create_default_context()
         if ca_file is not None:
@@ -197,12 +199,22 @@ class Client:
                 raise RegistryError("tls", f"cannot load CA file {ca_file}: {exc}") from None
         self.proxies_used: list[str] = []
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None, *, method: str = "GET") -> Response:
-        """``method url``, following up to three redirects (Authorization only to the same host)."""
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> Response:
+        """``method url`` (with ``body``), following up to three redirects (Authorization only
+        to the same host; a request with a body is never redirected)."""
         current = url
         sent = dict(headers or {})
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._once(method, current, sent)
+            response = self._once(method, current, sent, body)
+            if body is not None:
+                return response
             location = response.header("Location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
@@ -250,7 +262,7 @@ class Client:
             return connection, None
         return http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout), proxy_headers
 
-    def _once(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
+    def _once(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None) -> Response:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RegistryError("protocol", f"not an http(s) URL: {url}")
@@ -260,15 +272,14 @@ class Client:
         if proxy_headers is not None:
             target, sent = url, {**sent, **proxy_headers}
         try:
-            connection.request(method, target, headers=sent)
+            connection.request(method, target, body=body, headers=sent)
             reply = connection.getresponse()
             body = b"" if method == "HEAD" else reply.read(MAX_BODY_BYTES)
             return Response(url=url, status=reply.status, headers=reply.getheaders(), body=body)
         except ssl.SSLCertVerificationError as exc:
             raise RegistryError(
                 "tls",
-                f"the certificate of {parts.netloc} is not trusted ({exc.verify_message}); "
-                "pass --ca-file with the CA that signed it",
+                f"the certificate of {parts.netloc} is not trusted ({exc.verify_message}); {self.tls_hint}",
             ) from None
         except ssl.SSLError as exc:
             reason = exc.reason or str(exc)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from provider.backends import BACKENDS
+from provider.backends.acr import AcrRule
 from provider.backends.anonymous import AnonymousRule
 from provider.backends.base import Lookup, RuleBase
 from provider.backends.dockerconfig import DockerConfigRule
@@ -22,6 +23,8 @@ from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
 from provider.matching import parse_schemeless
 from tests.backend_contract import BackendContract
+from tests.infra.azure import SP_CLIENT, SP_SECRET, AzureWorld, start_azure
+from tests.infra.azure import TENANT as AZURE_TENANT
 from tests.infra.imds import ImdsFake
 from tests.infra.moto import AwsFront
 from tests.test_ecr_backend import sa_token
@@ -257,3 +260,66 @@ class TestEcrContract(BackendContract):
     def secrets(self) -> list[str]:
         creds = self.imds.credentials
         return [TOKEN, creds.secret_access_key, creds.token]
+
+
+@pytest.fixture(scope="module")
+def azure_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureWorld]:
+    world = start_azure(tmp_path_factory.mktemp("azure"))
+    yield world
+    world.stop()
+
+
+class TestAcrContract(BackendContract):
+    name = "acr"
+
+    @pytest.fixture(autouse=True)
+    def _azure(
+        self, azure_world: AzureWorld, silent_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name, value in azure_world.environ.items():
+            monkeypatch.setenv(name, value)
+        self.world = azure_world
+        self.environ = dict(azure_world.environ)
+        self.silent = f"127.0.0.1:{silent_port}"
+        self.sp_config = tmp_path / "azure.json"
+        self.sp_config.write_text(
+            json.dumps({"tenantId": AZURE_TENANT, "aadClientId": SP_CLIENT, "aadClientSecret": SP_SECRET})
+        )
+        self.broken_config = tmp_path / "broken.json"
+        self.broken_config.write_text('{"useManagedIdentityExtension": "yes", "aadClientSecret": 1')
+
+    def rule(self, **fields: object) -> AcrRule:
+        fields.setdefault("azure_config", "/nonexistent/azure.json")
+        return AcrRule(match=[self.world.login_server], **fields)  # type: ignore[arg-type]
+
+    def answering_lookups(self) -> list[Lookup]:
+        server = self.world.login_server
+        return [
+            lookup(f"{server}/team/app", self.rule(), self.environ),
+            lookup(f"{server}/team/app", self.rule(azure_config=str(self.sp_config)), self.environ),
+        ]
+
+    def hostile_lookups(self) -> list[Lookup]:
+        server = self.world.login_server
+        found = hostile(AcrRule(azure_config="/nonexistent/azure.json"), self.environ)
+        for token in HOSTILE_TOKENS:
+            for extra in (
+                {},
+                {"kubernetes.azure.com/acr-client-id": "\x00" * 10},
+                {"azure.workload.identity/client-id": "not-a-guid", "azure.workload.identity/tenant-id": " "},
+            ):
+                found.append(
+                    lookup(f"{server}/app", self.rule(), self.environ, token=token, annotations=extra)
+                )
+        found.append(lookup(f"{server}/app", self.rule(azure_config=str(self.broken_config)), self.environ))
+        found.append(lookup(f"{server}/app", self.rule(require_pod_identity=True), self.environ))
+        no_identity = {**self.environ, "AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://{self.silent}"}
+        found.append(lookup(f"{server}/app", self.rule(), no_identity, deadline=3.0))
+        return found
+
+    def stuck_lookup(self, deadline_seconds: float) -> Lookup | None:
+        rule = AcrRule(match=[self.silent], azure_config=str(self.sp_config))
+        return lookup(f"{self.silent}/app", rule, self.environ, deadline=deadline_seconds)
+
+    def secrets(self) -> list[str]:
+        return [TOKEN, SP_SECRET, *self.world.book.secrets()]

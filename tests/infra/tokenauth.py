@@ -90,12 +90,19 @@ class TokenServer(ThreadedServer):
     service: str = SERVICE
     issuer: str = ISSUER
     requests: list[dict[str, object]] = field(default_factory=list)  # what clients asked (no secrets)
+    tls: TLSFiles | None = None  # serve https with this certificate
+    token_path: str = "/token"
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
 
     @property
     def realm(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}{self.token_path}"
+
+    def post(self, path: str, form: dict[str, list[str]]) -> tuple[int, dict[str, object]]:
+        """A POST to ``path`` (subclasses serve more endpoints); this server has none."""
+        return 404, {"errors": [{"code": "NOT_FOUND", "message": "no such endpoint"}]}
 
     def sign(self, claims: Mapping[str, object]) -> str:
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.signing.cert_der).decode()]}
@@ -156,6 +163,14 @@ class TokenServer(ThreadedServer):
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode()) if length else {}
+                path = urlsplit(self.path).path
+                server.requests.append({"method": "POST", "path": path, "fields": sorted(form)})
+                status, body = server.post(path, form)
+                self.reply(status, body)
+
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
@@ -163,7 +178,7 @@ class TokenServer(ThreadedServer):
                 server.requests.append(
                     {"path": url.path, "query": query, "user": user, "basic": "Authorization" in self.headers}
                 )
-                if url.path != "/token":
+                if url.path != server.token_path:
                     self.reply(404, {"errors": [{"code": "NOT_FOUND", "message": "no such endpoint"}]})
                     return
                 if query.get("service") != [server.service]:
@@ -190,7 +205,14 @@ class TokenServer(ThreadedServer):
                 token = server.sign(claims)
                 self.reply(200, {"token": token, "access_token": token, "expires_in": TOKEN_SECONDS})
 
-        self.serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler), "token-server")
+        http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls.server_cert), str(self.tls.server_key))
+            http_server.socket = context.wrap_socket(http_server.socket, server_side=True)
+        self.serve(http_server, "token-server")
         return self
 
 
