@@ -170,8 +170,9 @@ def validate(config: ProviderConfig) -> ProviderConfig:
             raise ConfigError(
                 f"{path}: unreachable, rules[{catch_all}] has no 'match' and already answers every image"
             )
-        if rule.match is None and not rule.identity_rule:
-            catch_all = index
+        if rule.match is None:
+            if not rule.identity_rule:
+                catch_all = index
         elif not rule.match:
             raise ConfigError(f"{path}.match: expected at least one image glob (omit 'match' to match all)")
         for position, glob in enumerate(rule.match or ()):
