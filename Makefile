@@ -59,7 +59,8 @@ dist: $(VENV)/.installed
 
 # Re-pin what goes into the zipapp (only when deliberately upgrading).
 lock: $(VENV)/.installed
-	$(BIN)/pex3 lock create -r packaging/requirements.in --style universal --target-system linux \
+	$(BIN)/pex3 lock create -r packaging/requirements.in --constraints packaging/constraints.txt \
+	  --style universal --target-system linux \
 	  --interpreter-constraint "CPython>=3.10,<3.14" --indent 2 -o packaging/pex.lock
 
 clean:

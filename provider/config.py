@@ -35,7 +35,13 @@ from provider.backends.dockerconfig import DockerConfigRule
 from provider.backends.ecr import EcrRule
 from provider.backends.gar import GarRule
 from provider.errors import ConfigError
-from provider.fieldchecks import check_absolute_path, check_duration
+from provider.fieldchecks import (
+    check_absolute_path,
+    check_annotation_key,
+    check_duration,
+    is_dns_label,
+    is_dns_subdomain,
+)
 from provider.locations import CONFIG_ENV
 from provider.matching import BadURLError, parse_schemeless
 from provider.protocol import MAX_TIMEOUT_SECONDS
@@ -114,6 +120,40 @@ def _check_glob(path: str, glob: str) -> None:
         raise ConfigError(f"{path}: {glob!r} is not an image glob the kubelet can parse ({exc})") from None
 
 
+def _check_identity(path: str, rule: RuleBase) -> None:
+    """The identity fields name what a token's claims can hold, and each names something."""
+    if rule.namespaces is not None:
+        if not rule.namespaces:
+            raise ConfigError(f"{path}.namespaces: expected at least one namespace (omit it to match all)")
+        for position, namespace in enumerate(rule.namespaces):
+            if not is_dns_label(namespace):
+                raise ConfigError(
+                    f"{path}.namespaces[{position}]: expected a namespace name such as 'team-a', "
+                    f"got {namespace!r}"
+                )
+    if rule.service_accounts is not None:
+        if not rule.service_accounts:
+            raise ConfigError(
+                f"{path}.serviceAccounts: expected at least one '<namespace>/<name>' (omit it to match all)"
+            )
+        for position, account in enumerate(rule.service_accounts):
+            namespace, slash, name = account.partition("/")
+            if not (slash and is_dns_label(namespace) and is_dns_subdomain(name)):
+                raise ConfigError(
+                    f"{path}.serviceAccounts[{position}]: expected '<namespace>/<name>' such as "
+                    f"'team-a/puller', got {account!r}"
+                )
+    if rule.service_account_annotations is not None:
+        if not rule.service_account_annotations:
+            raise ConfigError(
+                f"{path}.serviceAccountAnnotations: expected at least one annotation (omit it to match all)"
+            )
+        for key in rule.service_account_annotations:
+            check_annotation_key(
+                f"{path}.serviceAccountAnnotations[{key!r}]", key, "registry.example.com/pull-group"
+            )
+
+
 def validate(config: ProviderConfig) -> ProviderConfig:
     """Check what the types alone cannot; raises ``ConfigError`` naming the field."""
     if config.api_version != API_VERSION:
@@ -132,13 +172,15 @@ def validate(config: ProviderConfig) -> ProviderConfig:
                 f"{path}: unreachable, rules[{catch_all}] has no 'match' and already answers every image"
             )
         if rule.match is None:
-            catch_all = index
+            if not rule.identity_rule:
+                catch_all = index
         elif not rule.match:
             raise ConfigError(f"{path}.match: expected at least one image glob (omit 'match' to match all)")
         for position, glob in enumerate(rule.match or ()):
             _check_glob(f"{path}.match[{position}]", glob)
         if rule.cache_duration is not None:
             check_duration(f"{path}.cacheDuration", rule.cache_duration)
+        _check_identity(path, rule)
         BY_NAME[rule.backend].check_rule(path, rule)
     return config
 

@@ -8,7 +8,14 @@ import os
 from provider import goduration
 from provider.errors import ConfigError
 
-__all__ = ["check_absolute_path", "check_annotation_key", "check_duration", "check_endpoint"]
+__all__ = [
+    "check_absolute_path",
+    "check_annotation_key",
+    "check_duration",
+    "check_endpoint",
+    "is_dns_label",
+    "is_dns_subdomain",
+]
 
 
 def check_duration(path: str, value: str, *, maximum: float | None = None, positive: bool = False) -> None:
@@ -73,3 +80,20 @@ def check_annotation_key(path: str, key: str, example: str) -> None:
     )
     if not (name_ok and prefix_ok):
         raise ConfigError(f"{path}: expected an annotation key such as {example!r}, got {key!r}")
+
+
+def is_dns_label(value: str) -> bool:
+    """An RFC 1123 label, as Kubernetes requires of namespace names: 1-63 of ``[a-z0-9-]``,
+    starting and ending with a letter or digit."""
+    return (
+        0 < len(value) <= 63
+        and value[0].isalnum()
+        and value[-1].isalnum()
+        and all(c.isascii() and (c.islower() or c.isdigit() or c == "-") for c in value)
+    )
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """An RFC 1123 subdomain, as Kubernetes requires of service account names: at most 253
+    characters, dot-separated labels (so no ``/``, no ``..``, never ``.`` alone)."""
+    return 0 < len(value) <= 253 and all(is_dns_label(label) for label in value.split("."))

@@ -35,7 +35,7 @@ from provider.config import ProviderConfig, Rule
 from provider.credcache import Fetched, obtain
 from provider.deadline import Deadline
 from provider.errors import BackendUnavailableError, NoIdentityError, RequestError, ResponseError
-from provider.identity import identity
+from provider.identity import identity, token_claims
 from provider.kubelet import AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse
 from provider.matching import BadURLError, SchemelessURL, parse_schemeless, rule_matches, urls_match
 
@@ -68,10 +68,29 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     cache: str = "off"
 
 
-def matching_rules(config: ProviderConfig, image: str) -> Iterator[RuleMatch]:
-    """The rules whose globs cover ``image``, in order: the kubelet's matching, paths on whole
-    segments (``provider.matching.rule_matches``)."""
+def _caller_claims(request: CredentialProviderRequest | None) -> tuple[str, str, dict[str, str]]:
+    """The pod's namespace and service account name from the request's token (read, not
+    verified: the kubelet obtained the token for the pod it pulls for), and the ServiceAccount
+    annotations the kubelet passed; empty names without a service account token."""
+    if request is None or not request.service_account_token:
+        return "", "", {}
+    claims = token_claims(request.service_account_token)
+    if claims is None:
+        return "", "", {}
+    return claims.namespace, claims.name, request.service_account_annotations
+
+
+def matching_rules(
+    config: ProviderConfig, image: str, request: CredentialProviderRequest | None = None
+) -> Iterator[RuleMatch]:
+    """The rules whose globs cover ``image`` and whose identity fields select the pod that
+    ``request`` pulls for, in order: the kubelet's matching, paths on whole segments
+    (``provider.matching.rule_matches``). Without a request (or a token in it), identity
+    rules never match."""
+    namespace, name, annotations = _caller_claims(request)
     for index, rule in enumerate(config.rules):
+        if not rule.selects(namespace, name, annotations):
+            continue
         if rule.match is None:
             yield RuleMatch(index=index, rule=rule, glob=None)
             continue
@@ -80,9 +99,12 @@ def matching_rules(config: ProviderConfig, image: str) -> Iterator[RuleMatch]:
             yield RuleMatch(index=index, rule=rule, glob=glob)
 
 
-def find_rule(config: ProviderConfig, image: str) -> RuleMatch | None:
-    """The first rule whose globs cover ``image`` (the one that answers unless it hands over)."""
-    return next(matching_rules(config, image), None)
+def find_rule(
+    config: ProviderConfig, image: str, request: CredentialProviderRequest | None = None
+) -> RuleMatch | None:
+    """The first rule whose globs cover ``image`` for the pod ``request`` pulls for (the one
+    that answers unless it hands over)."""
+    return next(matching_rules(config, image, request), None)
 
 
 def _significant_path(path: str) -> str:
@@ -170,7 +192,7 @@ def respond(
     store = cache.store if cache is not None and config.cache.enabled else None
     rng = cache.rng if cache is not None else random.Random()
     found: tuple[RuleMatch, Fetched] | None = None
-    for match in matching_rules(config, request.image):
+    for match in matching_rules(config, request.image, request):
         lookup = Lookup(
             request=request,
             image=request.image,
@@ -209,6 +231,14 @@ def respond(
 
     auth: dict[str, AuthConfig] = {}
     key = url.host + key_path
+    token = request.service_account_token
+    if credential is not None and token and credential.password == token and not per_token:
+        # The kubelet would share this answer across the service account's pods, and rejects it.
+        raise ResponseError(
+            f"rules[{match.index}] ({match.backend}) answered with the pod's service account token as "
+            "the password, which only 'cacheType: Token' allows: set the kubelet's "
+            "tokenAttributes.cacheType and our cache.serviceAccountCacheType to Token"
+        )
     if credential is not None:
         if not urls_match(key, request.image):
             raise ResponseError(f"internal error: auth key {key!r} would not cover image {request.image!r}")

@@ -19,6 +19,8 @@ from provider.backends.anonymous import AnonymousRule
 from provider.backends.base import Lookup, RuleBase
 from provider.backends.dockerconfig import DockerConfigRule
 from provider.backends.ecr import EcrRule
+from provider.backends.files import FilesRule
+from provider.backends.vault import VaultRule
 from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
 from provider.matching import parse_schemeless
@@ -323,3 +325,112 @@ class TestAcrContract(BackendContract):
 
     def secrets(self) -> list[str]:
         return [TOKEN, SP_SECRET, *self.world.book.secrets()]
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+class TestFilesContract(BackendContract):
+    name = "files"
+
+    @pytest.fixture(autouse=True)
+    def _files(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        (tmp_path / "team-a").mkdir()
+        auth = {"auths": {"registry.example.com": {"username": "u", "password": PASSWORD}}}
+        (tmp_path / "team-a" / "puller.json").write_text(json.dumps(auth))
+        (tmp_path / "team-a" / "broken.json").write_text('{"auths": {"registry.example.com": {"auth": "!"}}')
+        (tmp_path / "team-a" / "dir.json").mkdir()
+
+    def rule(self, name: str = "{serviceAccount}") -> FilesRule:
+        return FilesRule(paths=[f"{self.tmp}/{{namespace}}/{name}.json"])
+
+    def answering_lookups(self) -> list[Lookup]:
+        return [
+            lookup("registry.example.com/team/app", self.rule(), {}, token=TOKEN),
+            lookup("elsewhere.example.com/app", self.rule(), {}, token=TOKEN),
+            lookup("registry.example.com/team/app", self.rule(), {}, token=sa_token("team-b", "puller")),
+        ]
+
+    def hostile_lookups(self) -> list[Lookup]:
+        found = hostile(self.rule(), {})
+        for name in ("broken", "dir"):
+            found.append(lookup("registry.example.com/app", self.rule(name), {}, token=TOKEN))
+        for namespace in ("..", "../..", "team-a/../x", "A", ""):
+            found.append(lookup("registry.example.com/app", self.rule(), {}, token=sa_token(namespace, "..")))
+        return found
+
+    def stuck_lookup(self, deadline_seconds: float) -> Lookup | None:
+        return None
+
+    def secrets(self) -> list[str]:
+        return [PASSWORD, TOKEN]
+
+
+# --- vault -------------------------------------------------------------------------------------
+
+
+class TestVaultContract(BackendContract):
+    name = "vault"
+
+    @pytest.fixture(autouse=True)
+    def _vault(self, silent_port: int, tmp_path: Path) -> Iterator[None]:
+        from tests.infra.vault import VaultFake, VaultRole
+
+        self.vault = VaultFake().start()
+        self.vault.mount(
+            "kubernetes",
+            "kubernetes",
+            {"puller": VaultRole(paths=("registry/{namespace}/{serviceAccount}",))},
+        )
+        self.vault.mount(
+            "approle",
+            "approle",
+            {"node": VaultRole(paths=("registry/node",), role_id="rid", secret_id=HELPER_SECRET)},
+        )
+        self.vault.put_secret("registry/team-a/puller", {"username": "robot-a", "password": PASSWORD})
+        self.vault.put_secret("registry/node", {"username": "node", "password": PASSWORD})
+        self.vault.trusted_jwts.add(TOKEN)
+        (tmp_path / "role-id").write_text("rid")
+        (tmp_path / "secret-id").write_text(HELPER_SECRET)
+        self.node = VaultRule(
+            address=self.vault.url,
+            role="puller",
+            node_auth="approle",
+            node_role_id_file=str(tmp_path / "role-id"),
+            node_secret_id_file=str(tmp_path / "secret-id"),
+            node_secret_path="registry/node",
+        )
+        self.silent = f"http://127.0.0.1:{silent_port}"
+        yield
+        self.vault.stop()
+
+    def answering_lookups(self) -> list[Lookup]:
+        return [
+            lookup("registry.example.com/team/app", self.node, {}, token=TOKEN),
+            lookup("registry.example.com/team/app", self.node, {}),
+            lookup("registry.example.com/app", VaultRule(address=self.vault.url, role="puller"), {}),
+        ]
+
+    def hostile_lookups(self) -> list[Lookup]:
+        found = hostile(self.node, {})
+        found.append(
+            lookup("r.example.com/app", VaultRule(address=self.vault.url, role="other"), {}, token=TOKEN)
+        )
+        found.append(lookup("r.example.com/app", VaultRule(address=self.vault.url), {}, token=TOKEN))
+        other = sa_token("team-b", "puller")
+        self.vault.trusted_jwts.add(other)
+        found.append(lookup("r.example.com/app", self.node, {}, token=other))
+        found.append(
+            lookup(
+                "r.example.com/app", VaultRule(address="http://127.0.0.1:1", role="puller"), {}, token=TOKEN
+            )
+        )
+        return found
+
+    def stuck_lookup(self, deadline_seconds: float) -> Lookup | None:
+        rule = VaultRule(address=self.silent, role="puller")
+        return lookup("registry.example.com/app", rule, {}, token=TOKEN, deadline=deadline_seconds)
+
+    def secrets(self) -> list[str]:
+        return [PASSWORD, HELPER_SECRET, TOKEN]

@@ -155,6 +155,12 @@ RULES = {
     # a wildcard glob and a long cacheDuration: host key, Registry, capped by expiry
     "wildcard": "  - backend: dockerconfig\n    match: ['*.io', '*.io/*', 'localhost:5000', '[::1]:5000', '*.example.com']\n"
     "    cacheDuration: 2400h\n  - backend: dockerconfig\n",
+    # an identity rule that selects the service account caller (its own cacheDuration tells it apart)
+    "identity": "  - backend: dockerconfig\n    namespaces: [team-a]\n    serviceAccountAnnotations: {x: \u00e9}\n"
+    "    cacheDuration: 10m\n  - backend: dockerconfig\n",
+    # an identity rule for another namespace: every caller here falls through to the next rule
+    "identity-other": "  - backend: dockerconfig\n    serviceAccounts: [team-b/puller]\n    cacheDuration: 10m\n"
+    "  - backend: dockerconfig\n",
 }
 
 ISSUED = {

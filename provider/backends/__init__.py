@@ -14,7 +14,7 @@ when a lookup needs it.
 
 from __future__ import annotations
 
-from provider.backends import acr, anonymous, dockerconfig, ecr, gar
+from provider.backends import acr, anonymous, dockerconfig, ecr, files, gar, vault
 from provider.backends.base import Answer, Backend, BackendSpec, Credential, Lookup, RuleBase
 from provider.errors import BackendUnavailableError
 
@@ -38,6 +38,8 @@ BACKENDS: tuple[BackendSpec, ...] = (
     ecr.SPEC,
     gar.SPEC,
     acr.SPEC,
+    files.SPEC,
+    vault.SPEC,
 )
 BY_NAME: dict[str, BackendSpec] = {spec.name: spec for spec in BACKENDS}
 

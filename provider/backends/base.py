@@ -43,10 +43,46 @@ class RuleBase(
     ``match``: kubelet globs this rule answers, paths on whole segments (absent: every image).
     ``cacheDuration``: how long the kubelet may keep our answer, overriding what the backend
     would suggest (it is still capped by the credential's own expiry).
+
+    Whose pulls it answers (token mode; absent: everyone's). A rule with any of these is an
+    *identity rule*: it answers only requests carrying a service account token whose
+    ``kubernetes.io`` claims satisfy every field given, and never a request without a token.
+    ``namespaces``: the pod's namespace is one of these. ``serviceAccounts``: the pod's service
+    account is one of these ``<namespace>/<name>`` pairs. ``serviceAccountAnnotations``: the
+    ServiceAccount carries each of these annotations with exactly this value (the kubelet
+    passes only the keys its ``tokenAttributes`` list; ``render`` lists these).
     """
 
     match: list[str] | None = None
     cache_duration: str | None = None
+    namespaces: list[str] | None = None
+    service_accounts: list[str] | None = None
+    service_account_annotations: dict[str, str] | None = None
+
+    @property
+    def identity_rule(self) -> bool:
+        """Whether the rule answers only some pods' pulls (see the class docstring)."""
+        return (
+            self.namespaces is not None
+            or self.service_accounts is not None
+            or self.service_account_annotations is not None
+        )
+
+    def selects(self, namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
+        """Whether the rule answers a pod of service account ``namespace``/``name`` (as the
+        token's claims say; empty strings for a request without a usable token) whose
+        ServiceAccount has ``annotations``. A rule without identity fields selects everyone;
+        an identity rule never selects a request without claims."""
+        if not self.identity_rule:
+            return True
+        if not namespace or not name:
+            return False
+        if self.namespaces is not None and namespace not in self.namespaces:
+            return False
+        if self.service_accounts is not None and f"{namespace}/{name}" not in self.service_accounts:
+            return False
+        wanted = self.service_account_annotations or {}
+        return all(annotations.get(key) == value for key, value in wanted.items())
 
     @property
     def backend(self) -> str:

@@ -81,7 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-type",
         choices=("ServiceAccount", "Token"),
         default="ServiceAccount",
-        help="token mode: what the kubelet keys its cache by (default: ServiceAccount)",
+        help=(
+            "token mode: what the kubelet keys its cache by: ServiceAccount shares an answer across a "
+            "service account's pods, Token is per pod (default: ServiceAccount; match our "
+            "cache.serviceAccountCacheType)"
+        ),
     )
     parser.add_argument(
         "--name", default=PROVIDER_NAME, help=f"the executable's name (default: {PROVIDER_NAME})"

@@ -311,7 +311,7 @@ def _run(args: argparse.Namespace, streams: Streams, report: TestReport) -> None
         report.kubelet = kubelet.view
         if kubelet.view.token_mode and not request.service_account_token:
             report.warnings.append("the kubelet is in token mode: it would also send a token (--token-file)")
-    match = find_rule(config, request.image)
+    match = find_rule(config, request.image, request)
     if match is not None:
         report.rule = RuleInfo(index=match.index, backend=match.backend, glob=match.glob)
         for position, file in missing_files(match.rule):

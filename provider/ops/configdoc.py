@@ -125,6 +125,8 @@ def reference() -> str:
         "## `rules[]`",
         "",
         "Each rule names its `backend`; the first rule whose `match` covers the image answers.",
+        "A rule with `namespaces`, `serviceAccounts` or `serviceAccountAnnotations` (token mode) answers",
+        "only pods whose service account token's claims satisfy all of them, never a request without one.",
         "",
     ]
     for spec in BACKENDS:

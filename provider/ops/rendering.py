@@ -189,12 +189,20 @@ def token_attributes(
     keys: list[str] = []
     for rule in config.rules:
         keys += BY_NAME[rule.backend].token_annotations(rule)
+        keys += sorted(rule.service_account_annotations or {})  # an identity rule's annotations
     keys = list(dict.fromkeys(keys + extra_keys))
-    if not any(BY_NAME[rule.backend].uses_token for rule in config.rules):
+    if not any(BY_NAME[rule.backend].uses_token or rule.identity_rule for rule in config.rules):
         users = ", ".join(spec.name for spec in BACKENDS if spec.uses_token)
         warnings.append(
-            f"token mode, but no rule's backend uses the service account token (only {users} do): "
+            f"token mode, but no rule's backend uses the service account token (only {users} do) "
+            "and no rule matches on namespaces or service accounts: "
             "the kubelet would request a token on every pull for nothing"
+        )
+    if cache_type != config.cache.service_account_cache_type:
+        # Our disk cache must key answers at least as finely as the kubelet's cache does.
+        warnings.append(
+            f"cacheType {cache_type} but our config's cache.serviceAccountCacheType is "
+            f"{config.cache.service_account_cache_type}: set both to the same value"
         )
     attributes = TokenAttributes(
         service_account_token_audience=audience,
