@@ -183,6 +183,7 @@ class GoogleAuthApi:
             found: object = _metadata.get(transport, path, root=root, retry_count=1)  # type: ignore[no-untyped-call]
             return found
 
+        started = time.time()  # the token's life counts from before it was asked for
         try:
             found = _retrying(what, budget, call)
         except exceptions.GoogleAuthError:
@@ -199,7 +200,7 @@ class GoogleAuthApi:
         expires_in = found.get("expires_in") if isinstance(found, dict) else None
         if not isinstance(token, str) or not token:
             raise CloudCredentialError(f"{what} answered without an access token")
-        expires_at = time.time() + expires_in if isinstance(expires_in, (int, float)) else None
+        expires_at = started + expires_in if isinstance(expires_in, (int, float)) else None
         return AccessToken(token, expires_at)
 
     def federated_token(
