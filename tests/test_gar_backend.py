@@ -68,10 +68,13 @@ def pod_rule(fake: GoogleFake, **fields: object) -> GarRule:
 
 def answer(item: Lookup) -> tuple[str, str, float, float]:
     found = GarBackend().get_credentials(item)
-    assert found.credential is not None and found.cacheable
-    assert found.credential.expires_at is not None and found.cache_seconds is not None
     credential = found.credential
-    return credential.username, credential.password, credential.expires_at - item.now(), found.cache_seconds
+    assert credential is not None
+    assert found.cacheable
+    expires_at = credential.expires_at
+    assert expires_at is not None
+    assert found.cache_seconds is not None
+    return credential.username, credential.password, expires_at - item.now(), found.cache_seconds
 
 
 # --- node identity -----------------------------------------------------------------------------
@@ -192,7 +195,8 @@ def test_look_alikes_under_the_embedded_default_go_to_docker_config(
         outcome = respond(
             request, DEFAULT_CONFIG, deadline=Deadline(10), environ=environ, warn=lambda m: None
         )
-        assert outcome.match is not None and outcome.match.backend == "dockerconfig"
+        assert outcome.match is not None
+        assert outcome.match.backend == "dockerconfig"
     assert google.requests == []
 
 
@@ -251,7 +255,7 @@ def test_a_refused_impersonation_fails_closed_without_secrets(google: GoogleFake
         SERVICE_ACCOUNT_ANNOTATION: "other@my-project.iam.gserviceaccount.com",
     }
     item = lookup(IMAGE, pod_rule(google), env(google), token=TOKEN, annotations=annotations)
-    with pytest.raises(CloudCredentialError, match="HTTP 403.*workloadIdentityUser") as failed:
+    with pytest.raises(CloudCredentialError, match=r"HTTP 403.*workloadIdentityUser") as failed:
         GarBackend().get_credentials(item)
     assert google.kinds() == ["sts", "iam"]
     assert all(secret not in str(failed.value) for secret in [TOKEN, *google.secrets()])
@@ -286,9 +290,11 @@ def test_cache_keys_name_the_identity(google: GoogleFake) -> None:
         lookup(IMAGE, rule, env(google), token=TOKEN, annotations={OPT_IN_ANNOTATION: "true"})
     )
     assert node == ("node", "default")
-    assert pod is not None and federated is not None
+    assert pod is not None
+    assert federated is not None
     assert len({node, pod, federated}) == 3
-    assert AUDIENCE in pod and GSA in pod
+    assert AUDIENCE in pod
+    assert GSA in pod
 
 
 # --- the rule ----------------------------------------------------------------------------------
@@ -365,5 +371,5 @@ def test_upstream_flags_are_accepted(argv: list[str], kept: list[str]) -> None:
 
 @pytest.mark.parametrize("argv", [["--authFlow=dockercfg"], ["-a", "dockercfg-url"], ["--authFlow"]])
 def test_unserved_auth_flows_are_usage_errors(argv: list[str]) -> None:
-    with pytest.raises(ValueError, match="authFlow|-a"):
+    with pytest.raises(ValueError, match=r"authFlow|-a"):
         upstream_args(["get-credentials", *argv])

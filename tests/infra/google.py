@@ -198,7 +198,7 @@ class GoogleFake(ThreadedServer):
         self.audience = audience
         self.subjects = subjects
         self.impersonable = dict(impersonable or {})
-        self.impersonated_tokens = {email: token for email, token in self.impersonable.items()}
+        self.impersonated_tokens = dict(self.impersonable.items())
         self.token_seconds = token_seconds
         self.mode: Mode = mode
         self.failures = failures
