@@ -3,8 +3,8 @@
 - The GCE metadata server (``GCE_METADATA_HOST`` = ``host``): every request needs
   ``Metadata-Flavor: Google`` (else 403) and is refused when it came through a proxy
   (``X-Forwarded-For``); answers carry ``Metadata-Flavor: Google``.
-  ``GET /computeMetadata/v1/instance/service-accounts/`` lists the accounts and
-  ``.../service-accounts/<name>/token`` gives ``node_token`` for ``default`` or any of
+  ``GET /computeMetadata/v1/instance/service-accounts/`` lists the accounts, ``.../<name>/``
+  gives an account's info and ``.../service-accounts/<name>/token`` gives ``node_token`` for ``default`` or any of
   ``accounts`` (404 for others), ``expires_in`` = ``token_seconds``.
 - STS ``POST /v1/token``: a token exchange (form body) with ``subject_token_type`` JWT, the
   ``audience`` configured, and a subject token in ``subjects``; anything else 400
@@ -108,6 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, "".join(f"{name}/\n" for name in ("default", *fake.accounts)), flavor=True)
             return
         name, _, leaf = path[len(ACCOUNTS_PATH) :].partition("/")
+        if path.startswith(ACCOUNTS_PATH) and leaf == "" and (name == "default" or name in fake.accounts):
+            email = fake.accounts[0] if name == "default" and fake.accounts else name
+            info = {
+                "email": email,
+                "aliases": ["default"],
+                "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+            }
+            self._reply(200, info, flavor=True)  # the account's info (google-auth's compute credentials ask)
+            return
         if not path.startswith(ACCOUNTS_PATH) or leaf != "token":
             self._reply(404, flavor=True)
             return
