@@ -373,3 +373,22 @@ def test_upstream_flags_are_accepted(argv: list[str], kept: list[str]) -> None:
 def test_unserved_auth_flows_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(ValueError, match=r"authFlow|-a"):
         upstream_args(["get-credentials", *argv])
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+
+def test_doctor_asks_the_metadata_server_and_for_the_token(google: GoogleFake) -> None:
+    from provider.backends.gar import SPEC
+
+    findings = SPEC.doctor(GarRule(), env(google), 3.0)
+    assert [finding.status for finding in findings] == ["ok", "ok", "warn"]
+    assert "valid for 3599s" in findings[1].detail
+    assert "no Workload Identity pool" in findings[2].detail
+    assert all(google.node_token not in finding.detail for finding in findings)
+    assert [r.path for r in google.requests][-1].endswith("/service-accounts/default/token")
+    bad = SPEC.doctor(
+        GarRule(service_account="absent@p.iam.gserviceaccount.com", pod_identity="never"), env(google), 3.0
+    )
+    assert [finding.status for finding in bad] == ["ok", "fail"]
+    assert "HTTP 404" in bad[1].detail
