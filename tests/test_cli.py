@@ -191,11 +191,13 @@ def test_service_account_token_never_reaches_stderr(zipapp: Path, tmp_path: Path
         tmp_path,
         "rules:\n  - match: [other.io]\n    backend: ecr\n  - match: [registry.example.com]\n    backend: gar\n",
     )
-    stdin = request(serviceAccountToken=SECRET, serviceAccountAnnotations={"k": SECRET})
+    # Opted in to Workload Identity with no pool in the rule: gar fails with the token in hand.
+    annotations = {"k": SECRET, "iam.gke.io/enable-wi-image-pull": "true"}
+    stdin = request(serviceAccountToken=SECRET, serviceAccountAnnotations=annotations)
     for env in ({}, {"REGISTRY_CREDENTIAL_PROVIDER_DEBUG": "1"}):
         result = run_zipapp(zipapp, ["--config", str(config)], stdin, env=env)
         assert result.returncode == 1
-        assert b"backend 'gar'" in result.stderr
+        assert b"names no pool" in result.stderr
         leaked = SECRET.encode() in result.stderr
         assert not leaked, "the service account token reached stderr"
 
