@@ -308,12 +308,20 @@ def main(
             from provider.azure.dropin import translate  # the upstream ACR plugin's drop-in
 
             words = translate(words, os.environ)
+        if invoked_as == "auth-provider-gcp" and argv is None:
+            from provider.google.dropin import upstream_args  # the upstream GKE plugin's flags
+
+            try:
+                words = upstream_args(words)
+            except ValueError as exc:
+                raise _UsageError(str(exc)) from None
         args = fast_kubelet_args(words) or build_parser().parse_args(words)
-        if invoked_as == "ecr-credential-provider" and argv is None and getattr(args, "config", "") is None:
-            from provider.defaults import ECR_DROP_IN_CONFIG_FILE  # the upstream AWS plugin's drop-in
+        drop_in = invoked_as in ("ecr-credential-provider", "auth-provider-gcp")
+        if drop_in and argv is None and getattr(args, "config", "") is None:
+            from provider.defaults import DROP_IN_CONFIG_FILES  # an upstream plugin's drop-in
 
             if not os.environ.get("REGISTRY_CREDENTIAL_PROVIDER_CONFIG"):
-                args.config = ECR_DROP_IN_CONFIG_FILE
+                args.config = DROP_IN_CONFIG_FILES[invoked_as]
         run = getattr(args, "run", None)
         if run is not None:
             from provider.commands import Streams

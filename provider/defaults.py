@@ -16,7 +16,7 @@ from provider.backends.acr import ACR_GLOBS
 from provider.backends.base import CloudRule, RuleBase
 from provider.backends.dockerconfig import DockerConfigRule
 from provider.backends.ecr import ECR_GLOBS
-from provider.backends.gar import GAR_GLOBS
+from provider.backends.gar import GAR_DROP_IN_NAME, GAR_GLOBS
 from provider.config import API_VERSION, KIND, ProviderConfig
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "ECR_DROP_IN_CONFIG_FILE",
     "ECR_DROP_IN_NAME",
     "ECR_GLOBS",
+    "GAR_DROP_IN_CONFIG_FILE",
+    "GAR_DROP_IN_NAME",
     "GAR_GLOBS",
 ]
 
@@ -49,3 +51,8 @@ DEFAULT_CONFIG = ProviderConfig(
 # goes to the ECR backend (upstream's env and annotation included), never to docker config files.
 ECR_DROP_IN_NAME = "ecr-credential-provider"
 ECR_DROP_IN_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "aws", "ecr-credential-provider.json")
+
+# Installed as `auth-provider-gcp`, it stands in for the upstream GKE plugin the same way: every
+# image goes to the gar backend (Google's hosts only, checked strictly).
+GAR_DROP_IN_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "google", "auth-provider-gcp.json")
+DROP_IN_CONFIG_FILES = {ECR_DROP_IN_NAME: ECR_DROP_IN_CONFIG_FILE, GAR_DROP_IN_NAME: GAR_DROP_IN_CONFIG_FILE}

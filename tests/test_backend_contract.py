@@ -21,12 +21,14 @@ from provider.backends.dockerconfig import DockerConfigRule
 from provider.backends.ecr import EcrRule
 from provider.backends.files import FilesRule
 from provider.backends.vault import VaultRule
+from provider.backends.gar import GarRule
 from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
 from provider.matching import parse_schemeless
 from tests.backend_contract import BackendContract
 from tests.infra.azure import SP_CLIENT, SP_SECRET, AzureWorld, start_azure
 from tests.infra.azure import TENANT as AZURE_TENANT
+from tests.infra.google import GoogleFake
 from tests.infra.imds import ImdsFake
 from tests.infra.moto import AwsFront
 from tests.test_ecr_backend import sa_token
@@ -434,3 +436,68 @@ class TestVaultContract(BackendContract):
 
     def secrets(self) -> list[str]:
         return [PASSWORD, HELPER_SECRET, TOKEN]
+
+
+# --- gar ---------------------------------------------------------------------------------------
+
+
+class TestGarContract(BackendContract):
+    name = "gar"
+    image = "europe-docker.pkg.dev/project/repo/app"
+
+    @pytest.fixture(autouse=True)
+    def _google(self, silent_port: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        from provider.backends.gar import OPT_IN_ANNOTATION, SERVICE_ACCOUNT_ANNOTATION
+
+        for name in list(os.environ):
+            if name.startswith("GCE_METADATA") or name.lower().endswith("_proxy"):
+                monkeypatch.delenv(name)
+        self.gsa = "puller@project.iam.gserviceaccount.com"
+        self.opted_in = {OPT_IN_ANNOTATION: "true", SERVICE_ACCOUNT_ANNOTATION: self.gsa}
+        audience = "identitynamespace:project.svc.id.goog:https://issuer.example"
+        with GoogleFake(
+            audience=audience, subjects=(TOKEN,), impersonable={self.gsa: "ya29.impersonated"}
+        ) as fake:
+            self.google = fake
+            self.environ = {"GCE_METADATA_HOST": fake.host}
+            self.pod_rule = GarRule(
+                audience=audience, sts_endpoint=fake.url, iam_credentials_endpoint=fake.url
+            )
+            self.silent = f"127.0.0.1:{silent_port}"
+            yield
+
+    def answering_lookups(self) -> list[Lookup]:
+        return [
+            lookup(self.image, GarRule(), self.environ),
+            lookup("gcr.io/project/app", GarRule(match=["gcr.io"]), self.environ),
+            lookup(self.image, self.pod_rule, self.environ, token=TOKEN, annotations=self.opted_in),
+        ]
+
+    def hostile_lookups(self) -> list[Lookup]:
+        from provider.backends.gar import OPT_IN_ANNOTATION, SERVICE_ACCOUNT_ANNOTATION
+
+        found = hostile(GarRule(), self.environ)
+        found.append(lookup("evilgcr.io/app", GarRule(), self.environ))
+        for token in HOSTILE_TOKENS:
+            for extra in (
+                {OPT_IN_ANNOTATION: "true"},
+                {OPT_IN_ANNOTATION: "true", SERVICE_ACCOUNT_ANNOTATION: "not-an-email"},
+                {OPT_IN_ANNOTATION: "true", SERVICE_ACCOUNT_ANNOTATION: "other@p.iam.gserviceaccount.com"},
+                {OPT_IN_ANNOTATION: "TRUE\x00", SERVICE_ACCOUNT_ANNOTATION: "\x00" * 10},
+            ):
+                found.append(lookup(self.image, self.pod_rule, self.environ, token=token, annotations=extra))
+                found.append(lookup(self.image, GarRule(), self.environ, token=token, annotations=extra))
+        found.append(
+            lookup(self.image, GarRule(service_account="absent@p.iam.gserviceaccount.com"), self.environ)
+        )
+        found.append(lookup(self.image, GarRule(), {"GCE_METADATA_HOST": self.silent}, deadline=3.0))
+        return found
+
+    def stuck_lookup(self, deadline_seconds: float) -> Lookup | None:
+        rule = GarRule(
+            audience=self.pod_rule.audience, sts_endpoint=f"http://{self.silent}", pod_identity="always"
+        )
+        return lookup(self.image, rule, self.environ, token=TOKEN, deadline=deadline_seconds)
+
+    def secrets(self) -> list[str]:
+        return [TOKEN, *self.google.secrets()]

@@ -37,13 +37,13 @@ class _Metadata(BaseHTTPRequestHandler):
     def date_time_string(self, timestamp: float | None = None) -> str:
         return email.utils.formatdate(time.time() + self.skew_seconds, usegmt=True)
 
-    def _reply(self, status: int, headers: dict[str, str] | None = None) -> None:
+    def _reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"ok") -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(body)
 
     def do_PUT(self) -> None:
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
@@ -52,7 +52,12 @@ class _Metadata(BaseHTTPRequestHandler):
             self._reply(403)
 
     def do_GET(self) -> None:
-        if self.path.startswith("/computeMetadata/v1/") and self.headers.get("Metadata-Flavor") == "Google":
+        if (
+            self.path.endswith("/service-accounts/default/token")
+            and self.headers.get("Metadata-Flavor") == "Google"
+        ):
+            self._reply(200, {"Metadata-Flavor": "Google"}, b'{"access_token": "ya29.x", "expires_in": 3599}')
+        elif self.path.startswith("/computeMetadata/v1/") and self.headers.get("Metadata-Flavor") == "Google":
             self._reply(200, {"Metadata-Flavor": "Google"})
         elif self.path.startswith("/metadata/instance?") and self.headers.get("Metadata") == "true":
             self._reply(200)
@@ -167,8 +172,9 @@ def test_every_identity_source_reachable(
     found = checks(result.stdout)
     assert found["ecr"][-1][0] == "ok"
     assert "AWS IMDSv2 answered 200" in found["ecr"][-1][1]
-    assert found["gar"][-1][0] == "ok"
-    assert "GCE metadata server answered 200" in found["gar"][-1][1]
+    assert found["gar"][0][0] == "ok"
+    assert "GCE metadata server answered 200" in found["gar"][0][1]
+    assert found["gar"][1] == ("ok", "token of service account 'default': valid for 3599s")
     assert found["acr"][-1][0] == "ok"
     assert "Azure IMDS answered 200" in found["acr"][-1][1]
     assert found["clock"][0][0] == "ok"
