@@ -20,8 +20,8 @@ from provider.backends.base import Lookup, RuleBase
 from provider.backends.dockerconfig import DockerConfigRule
 from provider.backends.ecr import EcrRule
 from provider.backends.files import FilesRule
-from provider.backends.vault import VaultRule
 from provider.backends.gar import GarRule
+from provider.backends.vault import VaultRule
 from provider.deadline import Deadline
 from provider.kubelet import CredentialProviderRequest
 from provider.matching import parse_schemeless
