@@ -27,6 +27,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from provider import goduration
+from provider.goquote import go_quote
 from provider.kubelet import API_VERSIONS as PLUGIN_API_VERSIONS
 from provider.matching import BadURLError, parse_schemeless
 
@@ -165,32 +166,6 @@ def encode(config: CredentialProviderConfig, fmt: str) -> bytes:
 
 
 # --- Go's quoting -------------------------------------------------------------------------------
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-
-
-def go_quote(text: str) -> str:
-    """``strconv.Quote``: how the kubelet quotes names and values in its messages."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif 0xDC80 <= code <= 0xDCFF:  # a raw byte kept by surrogateescape
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
 
 # --- reading one document -----------------------------------------------------------------------
 
@@ -579,10 +554,7 @@ def _go_url_error(glob: str, exc: BadURLError) -> str:
         import ast
 
         why = quoted.group(1) + go_quote(ast.literal_eval(quoted.group(2))) + quoted.group(3)
-    if why.startswith("invalid IP literal "):
-        literal = why.removeprefix("invalid IP literal ")
-        why = f"invalid host: ParseAddr({literal}): unable to parse IP"
-    elif why in ("invalid control character in URL", "invalid userinfo"):
+    if why in ("invalid control character in URL", "invalid userinfo"):
         why = "net/url: " + why
     return f"parse {go_quote('https://' + glob.partition('#')[0])}: {why}"
 

@@ -91,13 +91,13 @@ def _parse_host(host: str) -> str:
             raise BadURLError(f"invalid port {host[end + 1 :]!r} after host")
         _check_escapes(host, host=True)
         literal = _unescape(host[1:end])
-        import ipaddress  # only IP-literal hosts pay for it
+        from provider.goaddr import ParseAddrError, parse_addr  # only IP-literal hosts pay for it
 
         try:
-            address = ipaddress.ip_address(literal.partition("%")[0])
-        except ValueError:
-            raise BadURLError(f"invalid IP literal {literal!r}") from None
-        if address.version == 4:
+            version = parse_addr(literal)
+        except ParseAddrError as exc:
+            raise BadURLError(f"invalid host: {exc}") from None
+        if version == 4:
             raise BadURLError("invalid IP-literal")
         return _unescape(host)
     colon = host.find(":")

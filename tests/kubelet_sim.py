@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -288,6 +287,110 @@ def format_go_duration(ns: int) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _netip_error(whole: str, msg: str, at: str = "") -> str:
+    """Go's parseAddrError.Error()."""
+    text = "ParseAddr(" + go_quote(whole) + "): " + msg
+    return text + " (at " + go_quote(at) + ")" if at else text
+
+
+def _netip_v4_fields(whole: str, s: str) -> str:
+    """Go's parseIPv4Fields over ``s`` (a tail of ``whole``): "" when it parses."""
+    val = pos = dig_len = 0
+    for i in range(len(s)):
+        c = s[i]
+        if c in "0123456789":
+            if dig_len == 1 and val == 0:
+                return _netip_error(whole, "IPv4 field has octet with leading zero")
+            val = val * 10 + ord(c) - ord("0")
+            dig_len += 1
+            if val > 255:
+                return _netip_error(whole, "IPv4 field has value >255")
+        elif c == ".":
+            if i == 0 or i == len(s) - 1 or s[i - 1] == ".":
+                return _netip_error(whole, "IPv4 field must have at least one digit", s[i:])
+            if pos == 3:
+                return _netip_error(whole, "IPv4 address too long")
+            pos, val, dig_len = pos + 1, 0, 0
+        else:
+            return _netip_error(whole, "unexpected character", s[i:])
+    return _netip_error(whole, "IPv4 address too short") if pos < 3 else ""
+
+
+def _netip_v6(whole: str) -> str:  # noqa: PLR0911, PLR0912 - Go's parseIPv6, return for return
+    s, zone = whole, ""
+    cut = s.find("%")
+    if cut != -1:
+        s, zone = s[:cut], s[cut + 1 :]
+        if zone == "":
+            return _netip_error(whole, "zone must be a non-empty string")
+    ellipsis = -1
+    if len(s) >= 2 and s[0] == ":" and s[1] == ":":
+        ellipsis, s = 0, s[2:]
+        if len(s) == 0:
+            return ""
+    i = 0
+    while i < 16:
+        off, acc = 0, 0
+        while off < len(s):
+            digit = "0123456789abcdef".find(s[off].lower()) if s[off].isascii() else -1
+            if digit < 0:
+                break
+            acc = acc * 16 + digit
+            if off > 3:
+                return _netip_error(whole, "each group must have 4 or less digits", s)
+            if acc > 65535:
+                return _netip_error(whole, "IPv6 field has value >=2^16", s)
+            off += 1
+        if off == 0:
+            return _netip_error(whole, "each colon-separated field must have at least one digit", s)
+        if off < len(s) and s[off] == ".":
+            if ellipsis < 0 and i != 12:
+                return _netip_error(
+                    whole, "embedded IPv4 address must replace the final 2 fields of the address", s
+                )
+            if i + 4 > 16:
+                return _netip_error(
+                    whole, "too many hex fields to fit an embedded IPv4 at the end of the address", s
+                )
+            problem = _netip_v4_fields(whole, s)
+            if problem:
+                return problem
+            s, i = "", i + 4
+            break
+        i += 2
+        s = s[off:]
+        if len(s) == 0:
+            break
+        if s[0] != ":":
+            return _netip_error(whole, "unexpected character, want colon", s)
+        if len(s) == 1:
+            return _netip_error(whole, "colon must be followed by more characters", s)
+        s = s[1:]
+        if s[0] == ":":
+            if ellipsis >= 0:
+                return _netip_error(whole, "multiple :: in address", s)
+            ellipsis, s = i, s[1:]
+            if len(s) == 0:
+                break
+    if len(s) != 0:
+        return _netip_error(whole, "trailing garbage after address", s)
+    if i < 16:
+        return _netip_error(whole, "address string too short") if ellipsis < 0 else ""
+    return _netip_error(whole, "the :: must expand to at least one field of zeros") if ellipsis >= 0 else ""
+
+
+def netip_parse_addr(s: str) -> tuple[str, bool]:
+    """Go's netip.ParseAddr: (its error text or "", whether it is IPv4)."""
+    for c in s:
+        if c == ".":
+            return _netip_v4_fields(s, s), True
+        if c == ":":
+            return _netip_v6(s), False
+        if c == "%":
+            return _netip_error(s, "missing IPv6 address"), False
+    return _netip_error(s, "unable to parse IP"), False
+
+
 class _Why(Exception):
     """The inner error of a url.Parse failure."""
 
@@ -392,11 +495,10 @@ def _parse_host(scheme: str, host: str, strict_colons: bool) -> str:
             unescaped = _unescape(hostname[:zone], "host") + _unescape(hostname[zone:], "zone")
         else:
             unescaped = _unescape(hostname, "host")
-        try:
-            addr = ipaddress.ip_address(unescaped)
-        except ValueError:
-            raise _Why(f"invalid host: ParseAddr({go_quote(unescaped)}): unable to parse IP") from None
-        if addr.version == 4:
+        problem, is_v4 = netip_parse_addr(unescaped)
+        if problem:
+            raise _Why("invalid host: " + problem)
+        if is_v4:
             raise _Why("invalid IP-literal")
         return "[" + unescaped + "]" + colon_port
     i = host.find(":")

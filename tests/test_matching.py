@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from provider.matching import go_path_match, parse_schemeless, split_host_port, urls_match
+from provider.matching import BadURLError, go_path_match, parse_schemeless, split_host_port, urls_match
 
 CASES = [
     # host labels and `*`
@@ -243,3 +243,81 @@ def test_our_rules_match_whole_path_segments(glob: str, image: str, ours: bool) 
         "config.json",
     )  # fmt: skip
     assert (find_rule(config, image) is not None) is ours
+
+
+# --- IP literals: Go's netip.ParseAddr, word for word -----------------------------------------
+
+# Texts from Go's own netip and url tests (netip.ParsePrefix and url.Parse quote them).
+GO_PARSE_ADDR = [
+    ("12345::", 'ParseAddr("12345::"): each group must have 4 or less digits (at "12345::")'),
+    ("1::2::3", 'ParseAddr("1::2::3"): multiple :: in address (at ":3")'),
+    ("1.2.3.256", 'ParseAddr("1.2.3.256"): IPv4 field has value >255'),
+    ("1.2.3.4\x01", 'ParseAddr("1.2.3.4\\x01"): unexpected character (at "\\x01")'),
+    ("nope", 'ParseAddr("nope"): unable to parse IP'),
+    ("fe80::1%", 'ParseAddr("fe80::1%"): zone must be a non-empty string'),
+    ("%eth0", 'ParseAddr("%eth0"): missing IPv6 address'),
+    ("::ffff:01.2.3.4", 'ParseAddr("::ffff:01.2.3.4"): IPv4 field has octet with leading zero'),
+    ("1:2", 'ParseAddr("1:2"): address string too short'),
+    ("1:2:3:4:5:6:7::8", 'ParseAddr("1:2:3:4:5:6:7::8"): the :: must expand to at least one field of zeros'),
+    ("1:", 'ParseAddr("1:"): colon must be followed by more characters (at ":")'),
+    ("1:2:3:4:5:6:7:8:9", 'ParseAddr("1:2:3:4:5:6:7:8:9"): trailing garbage after address (at "9")'),
+    ("::1.2.3.4.5", 'ParseAddr("::1.2.3.4.5"): IPv4 address too long'),
+    ("1.2.3.4:5::", 'ParseAddr("1.2.3.4:5::"): unexpected character (at ":5::")'),
+    (
+        "1:2:3:4.5.6.7",
+        'ParseAddr("1:2:3:4.5.6.7"): embedded IPv4 address must replace the final 2 fields of the address (at "4.5.6.7")',
+    ),
+    ("1g::", 'ParseAddr("1g::"): unexpected character, want colon (at "g::")'),
+]
+
+
+@pytest.mark.parametrize(("literal", "message"), GO_PARSE_ADDR, ids=[m for _, m in GO_PARSE_ADDR])
+def test_bad_ip_literals_read_as_go_says_them(literal: str, message: str) -> None:
+    from provider.goaddr import ParseAddrError, parse_addr
+    from tests.kubelet_sim import netip_parse_addr
+
+    with pytest.raises(ParseAddrError) as caught:
+        parse_addr(literal)
+    assert str(caught.value) == message
+    assert netip_parse_addr(literal) == (
+        message,
+        "." in literal and ":" not in literal.split(".", maxsplit=1)[0],
+    )
+
+
+def test_the_url_error_names_the_ip_literal_as_go_does() -> None:
+    with pytest.raises(BadURLError) as caught:
+        parse_schemeless("[12345::]/app")
+    assert (
+        str(caught.value)
+        == 'invalid host: ParseAddr("12345::"): each group must have 4 or less digits (at "12345::")'
+    )
+
+
+def test_ip_literal_parsing_agrees_with_the_simulator_on_random_strings() -> None:
+    """The two ports of netip.ParseAddr (ours and the simulator's, written apart) agree on
+    accept/reject and on every word, over strings built from the characters that matter."""
+    import random
+
+    from provider.goaddr import ParseAddrError, parse_addr
+    from tests.kubelet_sim import netip_parse_addr
+
+    rng = random.Random(20261130)
+    alphabet = "0123456789abcdefABCDEFg:.%:::..z\x01é"
+    valid = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        sim_error, sim_v4 = netip_parse_addr(text)
+        ours_error, version = "", 0
+        try:
+            version = parse_addr(text)
+        except ParseAddrError as exc:
+            ours_error = str(exc)
+        assert ours_error == sim_error, text
+        if not ours_error:
+            valid += 1
+            assert (version == 4) == sim_v4, text
+    for text in ("::1", "fe80::1%eth0", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8", "10.0.0.1", "::"):
+        assert netip_parse_addr(text)[0] == "", text
+        parse_addr(text)
+    assert valid > 0  # the random strings reach the accepting paths too

@@ -90,11 +90,13 @@ class GarRule(CloudRule, tag="gar", frozen=True):
     the kubelet's service account token, ``optIn`` (the upstream plugin's rule) uses Workload
     Identity Federation for ServiceAccounts annotated ``iam.gke.io/enable-wi-image-pull: "true"``
     and the node's identity for the others; ``always`` for every token; ``never`` ignores tokens.
-    The STS audience: ``audience`` (``//iam.googleapis.com/projects/N/locations/global/
-    workloadIdentityPools/P/providers/X``, or GKE's ``identitynamespace:...``), or for GKE
-    ``workloadIdentityPool`` (``PROJECT.svc.id.goog``) with ``identityProvider`` (the cluster's
-    issuer URL). ``stsEndpoint`` / ``iamCredentialsEndpoint``: base URLs replacing Google's (a
-    Private Service Connect endpoint).
+    ``audience``: the STS audience of Workload Identity Federation
+    (``//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X``, or
+    GKE's ``identitynamespace:...``); for GKE, give ``workloadIdentityPool`` and
+    ``identityProvider`` instead. ``workloadIdentityPool``: GKE's pool (``PROJECT.svc.id.goog``),
+    with ``identityProvider``. ``identityProvider``: the cluster's issuer URL, with
+    ``workloadIdentityPool``. ``stsEndpoint`` / ``iamCredentialsEndpoint``: base URLs replacing
+    Google's (a Private Service Connect endpoint).
     """
 
     service_account: str = "default"
