@@ -360,8 +360,23 @@ def wheel_tags(wheel: str) -> set[str]:
     }
 
 
+def redundant_abi3(wheels: Iterable[str]) -> list[str]:
+    """Wheels another wheel of the same project and version already covers: of several
+    ``cpXY-abi3`` wheels for one platform (cryptography ships cp39-abi3 and cp311-abi3, and pex
+    picks the newest each interpreter allows), the oldest serves every later CPython, as the
+    stable ABI promises."""
+    groups: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for wheel in wheels:
+        parts = wheel[: -len(".whl")].split("-")
+        python, abi, platform = parts[-3], parts[-2], parts[-1]
+        if abi == "abi3" and python.startswith("cp") and python[2:].isdigit():
+            groups.setdefault((parts[0], parts[1], platform), []).append((int(python[2:]), wheel))
+    return sorted(wheel for found in groups.values() for _, wheel in sorted(found)[1:])
+
+
 def strip_distributions(pex: Path, allowed_tags: set[str]) -> list[str]:
-    """Remove from the built ``pex`` every distribution no allowed tag matches; the removed wheels.
+    """Remove from the built ``pex`` every distribution no allowed tag matches, and every
+    ``redundant_abi3`` one; the removed wheels.
 
     pex resolves for the build machine's interpreter too whenever interpreter constraints are
     given (and they must be: the boot script's fast path depends on them), so a foreign
@@ -374,6 +389,8 @@ def strip_distributions(pex: Path, allowed_tags: set[str]) -> list[str]:
     with zipfile.ZipFile(pex) as source:
         info = json.loads(source.read("PEX-INFO"))
         foreign = sorted(w for w in info["distributions"] if not wheel_tags(w) & allowed_tags)
+        kept = [w for w in info["distributions"] if w not in foreign]
+        foreign = sorted(foreign + redundant_abi3(kept))
         if not foreign:
             return []
         members = source.infolist()

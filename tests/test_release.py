@@ -156,6 +156,40 @@ def test_x86_64_file_answers_on_every_cpython(
     # (bytecode aside, which the second run was allowed to write).
     assert unpacked[0]
     assert unpacked[1] == unpacked[0]
+    # Every native dependency loads on this CPython, cryptography from the one abi3 wheel kept.
+    loaded = subprocess.run(
+        [
+            str(venv_python),
+            "-c",
+            "import cryptography.hazmat.bindings._rust, msgspec, yaml._yaml, cffi; print('ok')",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "ok", loaded.stderr
+
+
+def test_one_abi3_wheel_serves_every_cpython() -> None:
+    wheels = [
+        "cryptography-50.0.2-cp39-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+        "cryptography-50.0.2-cp311-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+        "cryptography-50.0.2-cp311-abi3-manylinux2014_aarch64.manylinux_2_17_aarch64.whl",
+        "msgspec-0.22.0-cp311-cp311-manylinux2014_x86_64.whl",
+        "msgspec-0.22.0-cp312-cp312-manylinux2014_x86_64.whl",
+    ]
+    assert build_release.redundant_abi3(wheels) == [wheels[1]]
+
+
+@pytest.mark.parametrize("arch", build_release.ARCHES)
+def test_no_project_is_carried_twice_for_the_stable_abi(release: Path, arch: str) -> None:
+    with zipfile.ZipFile(artifact(release, arch)) as pex:
+        wheels = json.loads(pex.read("PEX-INFO"))["distributions"]
+    assert [w for w in wheels if w.startswith("cryptography-")] == [
+        w for w in wheels if w.startswith("cryptography-") and "-cp39-abi3-" in w
+    ]
+    assert len([w for w in wheels if w.startswith("cryptography-")]) == 1
 
 
 def files_and_mtimes(root: Path) -> dict[str, int]:
