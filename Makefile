@@ -15,7 +15,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test system-deps bench lint typecheck pytest zipapp dist lock clean
+.PHONY: run test system-deps bench lint typecheck pytest zipapp dist lock clean image
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -56,6 +56,12 @@ $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packagi
 # wheels, botocore's data trimmed), install.sh, PACKAGES.txt (versions, licenses), SHA256SUMS.
 dist: $(VENV)/.installed
 	$(BIN)/python packaging/build_release.py --output-dir dist/release --runtime-pex-root $(RUNTIME_PEX_ROOT)
+
+# The fleet image in dist/image: an OCI layout (one image per CPU and an index), a .tar of it and
+# of each CPU's image, DIGEST (the index's); from dist/release, built first when missing.
+image: $(VENV)/.installed
+	@test -f dist/release/SHA256SUMS || $(MAKE) --no-print-directory dist
+	$(BIN)/python packaging/build_image.py --release-dir dist/release --output-dir dist/image
 
 # Re-pin what goes into the zipapp (only when deliberately upgrading).
 lock: $(VENV)/.installed

