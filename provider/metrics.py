@@ -224,3 +224,31 @@ def record(path: str, update: Update) -> None:
         os.replace(temporary, path)
     finally:
         os.close(lock)
+
+
+def summary(series: Series, now: float) -> tuple[str, list[str]]:
+    """One line about the counts in ``series``, and one per registry whose freshest credential
+    has expired or expires within 30 minutes (for ``doctor``)."""
+
+    def total(name: str, **match: str) -> int:
+        return int(
+            sum(
+                value
+                for (family, labels), value in series.items()
+                if family == name and all((k, v) in labels for k, v in match.items())
+            )
+        )
+
+    line = (
+        f"{total(ANSWERS)} answers ({total(ANSWERS, outcome='error')} failed, "
+        f"{total(ANSWERS, outcome='stale')} stale), {total(CACHE_HITS, path='fast')} fast-path and "
+        f"{total(CACHE_HITS, path='full')} full-path cache hits, {total(UPSTREAM_CALLS)} upstream calls "
+        f"({total(UPSTREAM_FAILURES)} failed)"
+    )
+    expiring = []
+    for (family, labels), value in sorted(series.items()):
+        if family == CREDENTIAL_EXPIRY and value - now < 1800:
+            registry = dict(labels).get("registry", "?")
+            when = f"expired {int(now - value)}s ago" if value <= now else f"expires in {int(value - now)}s"
+            expiring.append(f"{registry}: its freshest credential {when}")
+    return line, expiring

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from provider import metrics
 from provider.config import decode_config
 from provider.errors import CloudCredentialError, ConfigError, CredentialHelperError, NoIdentityError
+from tests.cmdutil import run
 from tests.conftest import run_zipapp
 from tests.infra.imds import ImdsFake
 from tests.infra.moto import AwsFront
@@ -225,3 +227,36 @@ def test_ecr_expiry_and_no_token_or_password_in_the_file(
     parts = token.split(".")
     for sentinel in (password, token, parts[1], parts[2], "annotation-sentinel-77", "team-a", "puller"):
         assert sentinel not in text
+
+
+def doctor_metrics(config: Path) -> list[tuple[str, str]]:
+    result = run(["doctor", "--config", str(config), "-o", "json"])
+    return [
+        (c["status"], c["detail"]) for c in json.loads(result.stdout)["checks"] if c["check"] == "metrics"
+    ]
+
+
+def test_doctor_reads_the_textfile_back(
+    zipapp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node(tmp_path)
+    for name, value in node.env.items():
+        monkeypatch.setenv(name, value)
+    assert doctor_metrics(node.config) == [
+        ("warn", f"{node.textfile} does not exist yet; the next kubelet-mode exec writes it")
+    ]
+    for _ in range(2):
+        assert node.run(zipapp).returncode == 0
+    [(status, detail)] = doctor_metrics(node.config)
+    assert status == "ok"
+    assert detail.startswith(f"{node.textfile}, updated ")
+    assert (
+        "2 answers (0 failed, 0 stale), 1 fast-path and 0 full-path cache hits, 1 upstream calls (0 failed)"
+        in (detail)
+    )
+    expired = metrics.Update()
+    expired.at_least(metrics.CREDENTIAL_EXPIRY, time.time() - 60, backend="ecr", registry=ECR_HOST)
+    metrics.record(str(node.textfile), expired)
+    checks = doctor_metrics(node.config)
+    assert checks[1][0] == "warn"
+    assert checks[1][1].startswith(f"{ECR_HOST}: its freshest credential expired ")
