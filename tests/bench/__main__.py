@@ -61,7 +61,9 @@ def draw(path: Path) -> None:
 
     names = sorted(SAMPLES)
     figure, axes = plt.subplots(figsize=(10, 0.45 * len(names) + 1.5))
-    axes.boxplot([[s * 1000 for s in SAMPLES[name]] for name in names], orientation="horizontal", showfliers=True)
+    axes.boxplot(
+        [[s * 1000 for s in SAMPLES[name]] for name in names], orientation="horizontal", showfliers=True
+    )
     axes.set_yticks(range(1, len(names) + 1), names)
     axes.set_xscale("log")
     axes.set_xlabel("exec wall time (ms, log scale)")
