@@ -245,6 +245,7 @@ def _kubelet_mode(
             started=started,
             warn=_Warn(stderr),
             guard=_guard,
+            metrics=True,
         )
     except ConfigError as exc:
         if named_by(args.config, os.environ) == CONFIG_ENV:

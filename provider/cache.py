@@ -57,7 +57,8 @@ class CachedCredential(msgspec.Struct, kw_only=True):
 
 class Plan(msgspec.Struct, kw_only=True):
     """How a request was answered, for the fast path: the credential entry's key material, the
-    response's key and cacheKeyType, the cap on cacheDuration, and the files it depends on.
+    response's key and cacheKeyType, the cap on cacheDuration, the files it depends on, and the
+    config's metrics textfile (where the fast path records its hit).
     Field names: ``provider.cacherecords``."""
 
     v: int = msgspec.field(default=records.PLAN_VERSION, name=records.VERSION)
@@ -69,6 +70,7 @@ class Plan(msgspec.Struct, kw_only=True):
     cache_key_type: str = msgspec.field(name=records.CACHE_KEY_TYPE)
     cap_seconds: float = msgspec.field(name=records.CAP_SECONDS)
     deps: list[list[Any]] = msgspec.field(name=records.DEPS)
+    metrics_textfile: str | None = msgspec.field(default=None, name=records.METRICS_TEXTFILE)
 
 
 _credential_decoder = msgspec.json.Decoder(CachedCredential)

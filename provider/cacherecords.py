@@ -48,10 +48,22 @@ CREDENTIAL_FIELDS = (
 )
 
 # A plan (``plan:<hash>``): how one request was answered.
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 PER_TOKEN = "perToken"  # noqa: S105 - a field name
 KEY = "key"
 CACHE_KEY_TYPE = "cacheKeyType"
 CAP_SECONDS = "capSeconds"
 DEPS = "deps"
-PLAN_FIELDS = (VERSION, BACKEND, REGISTRY, PARTS, PER_TOKEN, KEY, CACHE_KEY_TYPE, CAP_SECONDS, DEPS)
+METRICS_TEXTFILE = "metricsTextfile"  # the config's metrics.textfile: where the fast path records a hit
+PLAN_FIELDS = (
+    VERSION,
+    BACKEND,
+    REGISTRY,
+    PARTS,
+    PER_TOKEN,
+    KEY,
+    CACHE_KEY_TYPE,
+    CAP_SECONDS,
+    DEPS,
+    METRICS_TEXTFILE,
+)

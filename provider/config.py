@@ -56,6 +56,7 @@ __all__ = [
     "DockerConfigRule",
     "EcrRule",
     "GarRule",
+    "MetricsConfig",
     "ProviderConfig",
     "Rule",
     "RuleBase",
@@ -89,6 +90,14 @@ class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rena
     service_account_cache_type: Literal["ServiceAccount", "Token"] = "ServiceAccount"
 
 
+class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
+    """Metrics for node_exporter's textfile collector. ``textfile``: an absolute path ending in
+    ``.prom`` (in the collector's ``--collector.textfile.directory``) that every kubelet-mode
+    exec updates; absent: no metrics are written. Series: ``provider.metrics``."""
+
+    textfile: str | None = None
+
+
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
     """The whole file. ``timeout``: one deadline for a call. ``defaultCacheDuration``: what we tell
     the kubelet when neither the rule nor the backend knows better."""
@@ -99,6 +108,7 @@ class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, r
     timeout: str = "30s"
     default_cache_duration: str = "5m"
     cache: CacheConfig = CacheConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def timeout_seconds(self) -> float:
@@ -164,6 +174,13 @@ def validate(config: ProviderConfig) -> ProviderConfig:
     check_duration("$.defaultCacheDuration", config.default_cache_duration)
     if config.cache.dir is not None:
         check_absolute_path("$.cache.dir", config.cache.dir)
+    if config.metrics.textfile is not None:
+        check_absolute_path("$.metrics.textfile", config.metrics.textfile)
+        if not config.metrics.textfile.endswith(".prom"):
+            raise ConfigError(
+                f"$.metrics.textfile: expected a file name ending in '.prom' (node_exporter's textfile "
+                f"collector reads only those), got {config.metrics.textfile!r}"
+            )
     catch_all: int | None = None
     for index, rule in enumerate(config.rules):
         path = f"$.rules[{index}]"

@@ -19,8 +19,10 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
+    from provider import metrics
     from provider.deadline import Deadline
     from provider.fullpath import Outcome
+    from provider.metrics import UpstreamCall
 
 __all__ = ["Reply", "answer"]
 
@@ -59,6 +61,7 @@ def answer(
     warn: Callable[[str], None] | None = None,
     guard: Callable[[Deadline], AbstractContextManager[object]] = _no_guard,
     now: Callable[[], float] = time.time,
+    metrics: bool = False,
 ) -> Reply:
     """The response to the request ``data`` under the config at ``config_path`` (None: the
     embedded default); raises a ``ProviderError`` subclass on failure.
@@ -68,7 +71,8 @@ def answer(
     the disk cache; ``fast_path`` False goes straight to the full path (which still uses the
     disk cache). Warnings go to ``warn`` as they happen and into ``Reply.warnings``. ``guard``
     wraps the full path's work once its deadline is known (kubelet mode: a SIGALRM backstop).
-    ``now``: the wall clock credentials' expiry is judged by.
+    ``now``: the wall clock credentials' expiry is judged by. ``metrics``: record the call in the
+    config's metrics textfile, if it names one (kubelet mode does; the operator's commands do not).
     """
     started = time.monotonic() if started is None else started
     warnings: list[str] = []
@@ -81,10 +85,10 @@ def answer(
     if use_cache and fast_path:
         from provider import fastpath
 
-        cached = fastpath.answer(config_path, data, environ, now())
+        cached = fastpath.answer(config_path, data, environ, now(), metrics=metrics)
         if cached is not None:
             return Reply(cached, warnings, "fast")
-    return _full(data, config_path, environ, timeout, started, use_cache, note, guard, warnings, now)
+    return _full(data, config_path, environ, timeout, started, use_cache, note, guard, warnings, now, metrics)
 
 
 def _full(
@@ -98,6 +102,7 @@ def _full(
     guard: Callable[[Deadline], AbstractContextManager[object]],
     warnings: list[str],
     now: Callable[[], float],
+    metrics: bool,
 ) -> Reply:
     from provider.cachekeys import config_version
     from provider.config import load_config
@@ -120,15 +125,82 @@ def _full(
             )
     seconds = (timeout or config.timeout_seconds) - (time.monotonic() - started)
     deadline = Deadline(max(seconds, 0.001))
+    textfile = config.metrics.textfile if metrics else None
+    calls: list[UpstreamCall] = []
     with guard(deadline):
-        request = decode_request(data)
-        cache = (
-            CacheContext.open(config, config_version=version, environ=environ, warn=note)
-            if use_cache
-            else None
-        )
-        outcome = respond(
-            request, config, deadline=deadline, environ=environ, warn=note, now=now, cache=cache
-        )
-        stdout = encode_response(outcome.response)
+        try:
+            request = decode_request(data)
+            cache = (
+                CacheContext.open(config, config_version=version, environ=environ, warn=note)
+                if use_cache
+                else None
+            )
+            outcome = respond(
+                request,
+                config,
+                deadline=deadline,
+                environ=environ,
+                warn=note,
+                now=now,
+                cache=cache,
+                calls=calls,
+            )
+            stdout = encode_response(outcome.response)
+        except Exception:
+            if textfile is not None:
+                _record(textfile, _failed(calls), note)
+            raise
+        if textfile is not None:
+            _record(textfile, _answered(outcome, calls, now()), note)
     return Reply(stdout, warnings, "full", outcome)
+
+
+def _calls_update(calls: list[UpstreamCall]) -> metrics.Update:
+    from provider import metrics
+
+    update = metrics.Update()
+    for call in calls:
+        update.inc(metrics.UPSTREAM_CALLS, backend=call.backend, registry=call.registry)
+        if call.kind is not None:
+            update.inc(
+                metrics.UPSTREAM_FAILURES, backend=call.backend, registry=call.registry, kind=call.kind
+            )
+    return update
+
+
+def _failed(calls: list[UpstreamCall]) -> metrics.Update:
+    """A failed call: the error answer, under the backend that failed last (``none`` if none did)."""
+    from provider import metrics
+
+    update = _calls_update(calls)
+    update.inc(metrics.ANSWERS, backend=calls[-1].backend if calls else "none", outcome="error")
+    return update
+
+
+def _answered(outcome: Outcome, calls: list[UpstreamCall], now: float) -> metrics.Update:
+    from provider import metrics
+
+    update = _calls_update(calls)
+    backend = outcome.match.backend if outcome.match is not None else "none"
+    credential = outcome.answer.credential if outcome.answer is not None else None
+    if credential is None:
+        update.inc(metrics.ANSWERS, backend=backend, outcome="empty")
+        return update
+    registry = next(iter(outcome.response.auth)).split("/", 1)[0]
+    answered = "stale" if outcome.cache == "stale" else "credentials"
+    update.inc(metrics.ANSWERS, backend=backend, outcome=answered)
+    if outcome.cache == "hit":
+        update.inc(metrics.CACHE_HITS, path="full")
+    update.at_least(metrics.LAST_SUCCESS, now, backend=backend, registry=registry)
+    if credential.expires_at is not None:
+        update.at_least(metrics.CREDENTIAL_EXPIRY, credential.expires_at, backend=backend, registry=registry)
+    return update
+
+
+def _record(textfile: str, update: metrics.Update, note: Callable[[str], None]) -> None:
+    from provider import metrics
+
+    try:
+        metrics.record(textfile, update)
+    except OSError as exc:
+        note(f"cannot update the metrics textfile {textfile}: {exc.strerror or type(exc).__name__}")

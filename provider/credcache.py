@@ -18,6 +18,7 @@ from provider.backends.base import Answer, Backend, Credential, Lookup
 from provider.cache import CachedCredential, CredentialStore
 from provider.cachekeys import credential_key
 from provider.errors import ProviderError
+from provider.metrics import UpstreamCall, failure_kind
 
 __all__ = ["REFRESH_WINDOW", "STALE_CACHE_SECONDS", "Fetched", "obtain"]
 
@@ -62,6 +63,19 @@ def refresh_time(fetched_at: float, expires_at: float, rng: random.Random) -> fl
     return fetched_at + (expires_at - fetched_at) * rng.uniform(*REFRESH_WINDOW)
 
 
+def _call(backend: Backend, name: str, lookup: Lookup, calls: list[UpstreamCall] | None) -> Answer:
+    """The backend's answer from its source, noted in ``calls`` (for the metrics)."""
+    try:
+        answer = backend.get_credentials(lookup)
+    except Exception as exc:
+        if calls is not None:
+            calls.append(UpstreamCall(name, lookup.host, failure_kind(exc)))
+        raise
+    if calls is not None:
+        calls.append(UpstreamCall(name, lookup.host, None))
+    return answer
+
+
 def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the module docstring
     backend: Backend,
     backend_name: str,
@@ -70,11 +84,13 @@ def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the m
     identity: str,
     *,
     rng: random.Random,
+    calls: list[UpstreamCall] | None = None,
 ) -> Fetched:
-    """The answer for ``lookup``, through the disk cache when the backend allows it."""
+    """The answer for ``lookup``, through the disk cache when the backend allows it; every call
+    to the backend's source is appended to ``calls``."""
     parts = backend.cache_key(lookup) if store is not None else None
     if store is None or parts is None or not store.usable:
-        return Fetched(backend.get_credentials(lookup), "off")
+        return Fetched(_call(backend, backend_name, lookup, calls), "off")
     key = credential_key(backend_name, lookup.host, parts, identity)
     now = lookup.now()
     cached = store.get_credential(key)
@@ -88,7 +104,7 @@ def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the m
         if cached is not None and now < cached.refresh_at and now < cached.expires_at:
             return Fetched(_from_entry(cached), "hit", parts)
         try:
-            answer = backend.get_credentials(lookup)
+            answer = _call(backend, backend_name, lookup, calls)
         except ProviderError as exc:
             left = cached.expires_at - now if cached is not None else 0.0
             if cached is None or left < MIN_STALE_VALIDITY:

@@ -65,18 +65,42 @@ class _Decline(Exception):
 
 
 def answer(
-    config_path: str | None, data: bytes, environ: Mapping[str, str], now: float | None = None
+    config_path: str | None,
+    data: bytes,
+    environ: Mapping[str, str],
+    now: float | None = None,
+    *,
+    metrics: bool = False,
 ) -> bytes | None:
-    """The response for ``data`` from the disk cache, or None when the full path must answer."""
+    """The response for ``data`` from the disk cache, or None when the full path must answer.
+    ``metrics``: record the hit in the config's metrics textfile, if it names one."""
+    now = time.time() if now is None else now
     try:
-        return _answer(config_path, data, environ, time.time() if now is None else now)
+        response, plan, credential = _answer(config_path, data, environ, now)
     except _Decline as exc:
         reason = str(exc)
     except Exception as exc:
         reason = f"unexpected {type(exc).__name__}"  # its message might hold a secret
+    else:
+        if metrics and plan[records.METRICS_TEXTFILE] is not None:
+            _record_hit(plan, credential, now)
+        return response
     if environ.get(DEBUG_ENV) == "1":
         sys.stderr.write(f"registry-credential-provider: debug: fast path declined: {reason}\n")
     return None
+
+
+def _record_hit(plan: dict[str, Any], credential: dict[str, Any], now: float) -> None:
+    """Count the hit in the metrics textfile; a failure to write it costs the kubelet nothing."""
+    from provider import metrics
+
+    update = metrics.hit(
+        plan[records.BACKEND], plan[records.REGISTRY], credential[records.CREDENTIAL_EXPIRES_AT], now, "fast"
+    )
+    try:  # noqa: SIM105 - contextlib is one more import on every hit
+        metrics.record(plan[records.METRICS_TEXTFILE], update)
+    except (OSError, ValueError):
+        pass  # the full path warns about an unwritable file; the hit path stays quiet and fast
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -192,6 +216,7 @@ def _check_plan(plan: dict[str, Any], host: str, image: str) -> str:
         and _number(plan[records.CAP_SECONDS], 0.0, MAX_DURATION_SECONDS)
         and isinstance(plan[records.DEPS], list)
         and all(_dep(dep) for dep in plan[records.DEPS])
+        and (plan[records.METRICS_TEXTFILE] is None or isinstance(plan[records.METRICS_TEXTFILE], str))
     ):
         raise _Decline("a field of the plan record has the wrong type or an absurd value")
     if plan[records.REGISTRY] != host or not key.startswith(host):
@@ -250,7 +275,10 @@ def _database_uri(path: str) -> str:
     return f"file:{escaped}?mode=ro"
 
 
-def _answer(config_path: str | None, data: bytes, environ: Mapping[str, str], now: float) -> bytes:
+def _answer(
+    config_path: str | None, data: bytes, environ: Mapping[str, str], now: float
+) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """The response, and the plan and credential records it came from."""
     api_version, image, token, annotations = _request(data)
     try:
         host = parse_schemeless(image).host
@@ -295,4 +323,5 @@ def _answer(config_path: str | None, data: bytes, environ: Mapping[str, str], no
             }
         },
     }
-    return json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    encoded = json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return encoded, plan, credential

@@ -38,6 +38,7 @@ from provider.errors import BackendUnavailableError, NoIdentityError, RequestErr
 from provider.identity import identity, token_claims
 from provider.kubelet import AuthConfig, CacheKeyType, CredentialProviderRequest, CredentialProviderResponse
 from provider.matching import BadURLError, SchemelessURL, parse_schemeless, rule_matches, urls_match
+from provider.metrics import UpstreamCall
 
 __all__ = ["CacheContext", "Outcome", "RuleMatch", "find_rule", "matching_rules", "respond"]
 
@@ -184,8 +185,10 @@ def respond(
     warn: Callable[[str], None],
     now: Callable[[], float] = time.time,
     cache: CacheContext | None = None,
+    calls: list[UpstreamCall] | None = None,
 ) -> Outcome:
-    """Answer one request under ``config``; raises a ``ProviderError`` subclass on failure."""
+    """Answer one request under ``config``; raises a ``ProviderError`` subclass on failure.
+    Every call to a backend's credential source is appended to ``calls`` (for the metrics)."""
     url = _parse_image(request.image)
     per_token = config.cache.service_account_cache_type == "Token"
     caller = identity(request.service_account_token, request.service_account_annotations, per_token=per_token)
@@ -205,7 +208,7 @@ def respond(
             now=now,
         )
         try:
-            found = match, _fetch(match, lookup, store, caller, rng)
+            found = match, _fetch(match, lookup, store, caller, rng, calls)
         except (NoIdentityError, BackendUnavailableError) as exc:
             if not (isinstance(match.rule, CloudRule) and match.rule.on_no_identity == "next"):
                 raise
@@ -266,19 +269,25 @@ def respond(
             cache_key_type,
             cap,
             answer,
+            config.metrics.textfile,
         )
     return Outcome(response=response, match=match, answer=answer, cache=fetched.state)
 
 
 def _fetch(
-    match: RuleMatch, lookup: Lookup, store: CredentialStore | None, caller: str, rng: random.Random
+    match: RuleMatch,
+    lookup: Lookup,
+    store: CredentialStore | None,
+    caller: str,
+    rng: random.Random,
+    calls: list[UpstreamCall] | None,
 ) -> Fetched:
     """The rule's backend's answer, through the disk cache; ``BackendUnavailableError`` when this
     build or node cannot run the backend."""
     why = BY_NAME[match.backend].unavailable(lookup.environ)
     if why is not None:
         raise BackendUnavailableError(f"backend {match.backend!r} cannot run here: {why}")
-    return obtain(load_backend(match.backend), match.backend, lookup, store, caller, rng=rng)
+    return obtain(load_backend(match.backend), match.backend, lookup, store, caller, rng=rng, calls=calls)
 
 
 def _remember_plan(
@@ -292,6 +301,7 @@ def _remember_plan(
     cache_key_type: str,
     cap: float,
     answer: Answer,
+    metrics_textfile: str | None,
 ) -> None:
     """Record how this request was answered, so the next identical one can skip all of it."""
     caller = identity(request.service_account_token, request.service_account_annotations, per_token=False)
@@ -304,6 +314,7 @@ def _remember_plan(
         cache_key_type=cache_key_type,
         cap_seconds=cap,
         deps=[file_version(path) for path in answer.depends_on],
+        metrics_textfile=metrics_textfile,
     )
     now = time.time()
     plan_id = plan_key(cache.config_version, request.image, caller, cache.environment_version)

@@ -23,10 +23,10 @@ def test_the_config_reference_names_every_field() -> None:
     import msgspec.inspect as mi
 
     from provider.backends import BACKENDS
-    from provider.config import CacheConfig, ProviderConfig
+    from provider.config import CacheConfig, MetricsConfig, ProviderConfig
 
     text = reference()
-    for struct in (ProviderConfig, CacheConfig, *(spec.rule for spec in BACKENDS)):
+    for struct in (ProviderConfig, CacheConfig, MetricsConfig, *(spec.rule for spec in BACKENDS)):
         info = mi.type_info(struct)
         assert isinstance(info, mi.StructType)
         for field in info.fields:

@@ -359,10 +359,14 @@ def _raw(text: bytes) -> Mutation:
 
 
 PLAN_DAMAGE: dict[str, Mutation] = {
-    "version-2": _set("v", 2),
+    "version-1": _set("v", 1),
+    "version-3": _set("v", 3),
     "version-true": _set("v", True),
     "version-missing": _drop("v"),
     "missing-capSeconds": _drop("capSeconds"),
+    "missing-metricsTextfile": _drop("metricsTextfile"),
+    "metricsTextfile-number": _set("metricsTextfile", 7),
+    "metricsTextfile-list": _set("metricsTextfile", ["/x.prom"]),
     "extra-field": _set("email", "x"),
     "cacheKeyType-bogus": _set("cacheKeyType", "Everything"),
     "cacheKeyType-lowercase": _set("cacheKeyType", "registry"),

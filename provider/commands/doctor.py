@@ -171,6 +171,28 @@ class _Doctor:
         else:
             self.add("fail", "cache dir", f"{path} {problem}: credentials are not cached there")
 
+    def metrics(self, config: ProviderConfig) -> None:
+        """The metrics textfile read back: its age and what it counted."""
+        path = config.metrics.textfile
+        if path is None:
+            self.add("ok", "metrics", "off (metrics.textfile is not set)")
+            return
+        from provider import metrics
+
+        try:
+            age = time.time() - os.stat(path).st_mtime
+            series = metrics.read_series(path)
+        except FileNotFoundError:
+            self.add("warn", "metrics", f"{path} does not exist yet; the next kubelet-mode exec writes it")
+            return
+        except OSError as exc:
+            self.add("fail", "metrics", f"{path} cannot be read: {exc.strerror or type(exc).__name__}")
+            return
+        line, expiring = metrics.summary(series, time.time())
+        self.add("ok", "metrics", f"{path}, updated {int(age)}s ago: {line}")
+        for registry in expiring:
+            self.add("warn", "metrics", registry)
+
     def backends(self, config: ProviderConfig) -> None:
         """Each rule's backend probe (each cloud's once), run in parallel under the deadline."""
         from provider.backends import BY_NAME
@@ -338,6 +360,7 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
     config = doctor.config()
     if config is not None:
         doctor.cache_dir(config)
+        doctor.metrics(config)
         doctor.backends(config)
     doctor.proxy(config)
     doctor.registries()

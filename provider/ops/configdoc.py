@@ -17,7 +17,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from provider.backends import BACKENDS
-from provider.config import CacheConfig, ProviderConfig
+from provider.config import CacheConfig, MetricsConfig, ProviderConfig
 
 __all__ = ["default_config_json", "reference"]
 
@@ -28,6 +28,7 @@ _MEANINGS = {
     "kind": "`ProviderConfig`.",
     "rules": "the rules, in order: the first whose `match` covers the image answers (below).",
     "cache": "the disk cache (below).",
+    "metrics": "metrics for node_exporter's textfile collector (below; off by default).",
 }
 
 
@@ -121,6 +122,10 @@ def reference() -> str:
         "## `cache`",
         "",
         *_table(CacheConfig),
+        "",
+        "## `metrics`",
+        "",
+        *_table(MetricsConfig),
         "",
         "## `rules[]`",
         "",

@@ -14,11 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 ZIPAPP = ROOT / "dist" / "registry-credential-provider"
 
 Measurement = dict[str, object]
+# Every timed sample of every scenario, in seconds (``dist/bench.png`` draws their distribution).
+SAMPLES: dict[str, list[float]] = {}
 
 
-def measurement(name: str, value: float, unit: str, goal: str = "", ok: bool | None = None) -> Measurement:
-    """One row of the report."""
-    return {"name": name, "value": round(value, 4), "unit": unit, "goal": goal, "ok": ok}
+def measurement(
+    name: str, value: float, unit: str, goal: str = "", ok: bool | None = None, key: str | None = None
+) -> Measurement:
+    """One row of the report; ``key``: its stable name in ``dist/bench.json``."""
+    return {"name": name, "value": round(value, 4), "unit": unit, "goal": goal, "ok": ok, "key": key}
 
 
 def timed_exec(
@@ -63,12 +67,17 @@ def peak_rss_mb(argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> fl
     return int(result.stdout) / 1024
 
 
-def interleaved_medians(runs: int, commands: Mapping[str, Callable[[], float]]) -> dict[str, float]:
-    """Run each command ``runs`` times, round-robin (so machine noise hits all alike); medians."""
+def interleaved_medians(
+    runs: int, commands: Mapping[str, Callable[[], float]], *, scenario: str = ""
+) -> dict[str, float]:
+    """Run each command ``runs`` times, round-robin (so machine noise hits all alike); medians.
+    The samples are kept in ``SAMPLES`` as ``<scenario> <name>``."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
             samples[name].append(command())
+    for name, values in samples.items():
+        SAMPLES[f"{scenario} {name}".strip()] = values
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

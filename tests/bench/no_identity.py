@@ -54,6 +54,7 @@ def measure() -> list[Measurement]:
                     argv, _request(ecr), at(silent.getsockname()[1]), expect_stderr="hands over"
                 ),
             },
+            scenario="no identity",
         )
     refused_extra = medians["refused"] - medians["plain"]
     silent_extra = medians["silent"] - medians["plain"]
