@@ -46,7 +46,7 @@ pytest: $(VENV)/.installed $(ZIPAPP)
 zipapp: $(ZIPAPP)
 
 # Speed and memory goals as ratios measured in one run; a table, then JSON (also dist/bench.json).
-bench: $(VENV)/.installed $(ZIPAPP)
+bench: system-deps $(VENV)/.installed $(ZIPAPP)
 	$(BIN)/python -m tests.bench
 
 $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py

@@ -57,7 +57,7 @@ REGISTRIES = (
     Registry("ecr-b", "ecr", 2, "6h"),
     Registry("helper", "helper", 2, None),
     Registry("acr", "acr", 2, "60m"),
-    Registry("gar", "gar", 3, None, built=False),  # the gar backend lands with tests/bench/gar.py
+    Registry("gar", "gar", 3, None),
 )
 
 UPSTREAM_STUB = """#!/usr/bin/env python3
@@ -169,6 +169,7 @@ def _day(sim: Any, clock: Any, offset: Path, images: dict[str, str], started: fl
 
 def _run(out: Path, offset: Path) -> None:
     from tests.infra.azure import TENANT, start_azure
+    from tests.infra.google import GoogleFake
     from tests.infra.imds import ImdsFake
     from tests.infra.moto import AwsFront, start_moto_server
     from tests.kubelet_sim import FakeClock, KubeletSimulator
@@ -180,11 +181,16 @@ def _run(out: Path, offset: Path) -> None:
     }
     moto = start_moto_server(root / "moto")
     world = start_azure(root / "azure")
-    with ImdsFake() as imds:
+    with ImdsFake() as imds, GoogleFake() as google:
         front = AwsFront(moto)
         front.expires_in = ECR_TOKEN_SECONDS
         try:
-            images = {**ecr_hosts, "helper": "registry.example.com", "acr": world.login_server}
+            images = {
+                **ecr_hosts,
+                "helper": "registry.example.com",
+                "acr": world.login_server,
+                "gar": "europe-docker.pkg.dev",
+            }
             bindir = root / "bin"
             bindir.mkdir()
             helper_calls = root / "helper-calls"
@@ -199,6 +205,7 @@ def _run(out: Path, offset: Path) -> None:
             rules = [
                 {"match": list(ecr_hosts.values()), "backend": "ecr"},
                 {"match": [images["acr"]], "backend": "acr", "azureConfig": str(root / "azure.json")},
+                {"match": [images["gar"]], "backend": "gar"},
                 {
                     "match": [images["helper"]],
                     "backend": "dockerconfig",
@@ -237,6 +244,7 @@ def _run(out: Path, offset: Path) -> None:
                 "AWS_ENDPOINT_URL_ECR": front.url,
                 "AWS_ENDPOINT_URL_STS": front.url,
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url,
+                "GCE_METADATA_HOST": google.host,
                 "AWS_CONFIG_FILE": str(root / "no-aws-config"),
                 "AWS_SHARED_CREDENTIALS_FILE": str(root / "no-aws-credentials"),
                 "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(root / "cache"),
@@ -272,6 +280,7 @@ def _run(out: Path, offset: Path) -> None:
                 "ecr": len(front.calls_of("GetAuthorizationToken")),
                 "helper": len(helper_calls.read_text().splitlines()) if helper_calls.exists() else 0,
                 "acr": exchanges,
+                "gar": google.token_requests(),
             }
             day("upstream", [str(stub_calls), json.dumps(durations)])
             hosts = stub_calls.read_text().splitlines()
