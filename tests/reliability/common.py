@@ -102,7 +102,7 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **(extra or {})}
 
 
-def failure_problem(result: Exec) -> str | None:
+def failure_problem(result: Exec) -> str | None:  # noqa: PLR0911 - one return per problem
     """What is wrong with a failed call's shape, or None: exit 1, nothing on stdout, exactly one
     stderr line saying ``error:``, never a traceback or an internal error."""
     stderr = result.stderr.decode("utf-8", "replace")
@@ -261,10 +261,10 @@ def fuzz_config(root: Path) -> Path:
     """Our config for fuzzing: a rule per cloud backend for its hosts (``onNoIdentity: fail``,
     taken from ``BACKENDS``, so a new backend joins), the sentinel docker password for
     ``registry.example.com``, and anonymous for everything else."""
+    import base64
+
     from provider.backends import BACKENDS
     from provider.backends.base import CloudRule
-
-    import base64
 
     auth = root / "auth.json"
     token = base64.b64encode(f"fuzz-user:{DOCKER_PASSWORD}".encode()).decode()
@@ -274,7 +274,13 @@ def fuzz_config(root: Path) -> Path:
     for spec in BACKENDS:
         if spec.default_globs and issubclass(spec.rule, CloudRule):
             rules.append({"match": list(spec.default_globs), "backend": spec.name, "onNoIdentity": "fail"})
-    rules.append({"match": ["registry.example.com", "*.registry.example.com"], "backend": "dockerconfig", "files": [str(auth)]})
+    rules.append(
+        {
+            "match": ["registry.example.com", "*.registry.example.com"],
+            "backend": "dockerconfig",
+            "files": [str(auth)],
+        }
+    )
     rules.append({"backend": "anonymous"})
     config = root / "provider.json"
     config.write_text(

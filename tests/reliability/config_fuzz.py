@@ -45,7 +45,10 @@ WRONG_VALUES: list[Any] = [
     [[[["deep"]]]],
 ]
 # A valid value for required fields, so a base rule of each backend validates.
-REQUIRED = {"paths": ["/var/lib/registry-credential-provider/{namespace}.json"], "address": "https://vault.example.com:8200"}
+REQUIRED = {
+    "paths": ["/var/lib/registry-credential-provider/{namespace}.json"],
+    "address": "https://vault.example.com:8200",
+}
 MATCH = ["fuzz.example.com"]
 
 
@@ -93,7 +96,7 @@ def _one_error(message: str, source: str, field_path: str) -> str | None:
         return "multi-line-error"
     if not message.startswith(f"{source}: $"):
         return "error-without-path"
-    leaf = field_path.split(" ")[0].rsplit(".", 1)[-1]
+    leaf = field_path.split(" ", maxsplit=1)[0].rsplit(".", 1)[-1]
     if leaf not in message and "rules[0]" not in message and "$:" not in message:
         return "error-names-another-field"
     return None
@@ -149,10 +152,14 @@ def hostile_files(root: Path) -> Iterator[tuple[str, Path, tuple[str, ...]]]:
     rule_bomb = bomb.replace("l0: &l0", "x0: &l0")
     contents: dict[str, str | bytes] = {
         "billion-laughs-at-top": HEAD + "rules: []\n" + bomb,
-        "billion-laughs-in-rules": "anchors:\n" + "".join(f"  {line}\n" for line in rule_bomb.splitlines()) + HEAD
+        "billion-laughs-in-rules": "anchors:\n"
+        + "".join(f"  {line}\n" for line in rule_bomb.splitlines())
+        + HEAD
         + "rules: *l8\n",
         "billion-laughs-in-match": HEAD
-        + "x: &m [" + ",".join(['"a.io"'] * 9) + "]\n"
+        + "x: &m ["
+        + ",".join(['"a.io"'] * 9)
+        + "]\n"
         + "rules:\n  - backend: anonymous\n    match: [*m, *m, *m, *m, *m, *m, *m, *m, *m]\n",
         "deep-yaml": HEAD + "rules: " + "[" * 50000 + "]" * 50000 + "\n",
         "deep-json": '{"rules": ' + "[" * 200000 + "]" * 200000 + "}",

@@ -59,9 +59,18 @@ def _hostile_hosts() -> list[str]:
 
 def images() -> st.SearchStrategy[str]:
     host = st.sampled_from([*HOSTS, *_hostile_hosts()])
-    path = st.lists(st.from_regex(r"[a-z0-9]{1,8}([._-][a-z0-9]{1,4})?", fullmatch=True), min_size=1, max_size=3)
-    ref = st.builds(lambda h, p, t: f"{h}/{'/'.join(p)}{t}", host, path, st.sampled_from(["", ":v1", "@sha256:" + "a" * 64]))
-    return st.one_of(ref, ref, ref, st.text(max_size=40), st.sampled_from(["", " ", "nginx", "/x", "a//b", "UPPER/x"]))
+    path = st.lists(
+        st.from_regex(r"[a-z0-9]{1,8}([._-][a-z0-9]{1,4})?", fullmatch=True), min_size=1, max_size=3
+    )
+    ref = st.builds(
+        lambda h, p, t: f"{h}/{'/'.join(p)}{t}",
+        host,
+        path,
+        st.sampled_from(["", ":v1", "@sha256:" + "a" * 64]),
+    )
+    return st.one_of(
+        ref, ref, ref, st.text(max_size=40), st.sampled_from(["", " ", "nginx", "/x", "a//b", "UPPER/x"])
+    )
 
 
 def requests() -> st.SearchStrategy[dict[str, Any]]:
@@ -74,7 +83,9 @@ def requests() -> st.SearchStrategy[dict[str, Any]]:
         optional={
             "serviceAccountToken": st.sampled_from([SA_TOKEN, "", "x"]),
             "serviceAccountAnnotations": st.dictionaries(
-                st.sampled_from(["eks.amazonaws.com/ecr-role-arn", "a/b", "x"]), st.text(max_size=10), max_size=2
+                st.sampled_from(["eks.amazonaws.com/ecr-role-arn", "a/b", "x"]),
+                st.text(max_size=10),
+                max_size=2,
             ),
         },
     )
@@ -104,7 +115,7 @@ def _dup_key(text: str, key: str, value: str) -> str:
 def cases() -> st.SearchStrategy[bytes]:
     """One stdin, as bytes."""
 
-    def encode(request: dict[str, Any], form: str, where: float, junk: bytes) -> bytes:
+    def encode(request: dict[str, Any], form: str, where: float, junk: bytes) -> bytes:  # noqa: PLR0911 - one return per form
         text = json.dumps(request, ensure_ascii=form != "ascii")
         data = text.encode()
         cut = int(len(data) * where)
