@@ -15,7 +15,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test system-deps bench lint typecheck pytest zipapp dist lock clean image
+.PHONY: run test system-deps bench reliability lint typecheck pytest zipapp dist lock clean image
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -48,6 +48,10 @@ zipapp: $(ZIPAPP)
 # Speed and memory goals as ratios measured in one run; a table, then JSON (also dist/bench.json).
 bench: system-deps $(VENV)/.installed $(ZIPAPP)
 	$(BIN)/python -m tests.bench
+
+# Fuzzing, fault injection and hostile hosts at full counts; a table, then dist/reliability.json.
+reliability: $(VENV)/.installed $(ZIPAPP)
+	$(BIN)/python -m tests.reliability
 
 $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py
 	$(BIN)/python packaging/build_zipapp.py --output $@ --runtime-pex-root $(RUNTIME_PEX_ROOT)

@@ -89,6 +89,8 @@ def decode_request(data: bytes) -> CredentialProviderRequest:
         raise RequestError(f"stdin is not a JSON CredentialProviderRequest: {exc}") from None
     except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a JSON string
         raise RequestError("stdin is not a JSON CredentialProviderRequest: a string is not UTF-8") from None
+    except RecursionError:  # msgspec's error for arrays or objects nested thousands deep
+        raise RequestError("stdin is not a JSON CredentialProviderRequest: nested too deeply") from None
     if request.service_account_token:
         from provider.redact import register
 

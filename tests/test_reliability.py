@@ -1,0 +1,51 @@
+"""A fast slice of each part of the reliability suite (``make reliability`` runs the full
+counts): fixed hypothesis seeds, so the same cases run every time. Timing is reported by the
+suite, never asserted here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provider.errors import RequestError
+from provider.kubelet import decode_request
+from tests.infra.moto import MotoServer
+from tests.reliability import config_fuzz, faults, hostile, stdin_fuzz
+from tests.reliability.common import Tally
+
+
+def clean(tally: Tally) -> None:
+    assert tally.cases > 0
+    assert dict(tally.failures) == {}, tally.examples
+    assert tally.secrets_found == 0
+
+
+def test_a_request_nested_thousands_deep_is_a_request_error() -> None:
+    data = b'{"kind": "CredentialProviderRequest", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(RequestError, match="nested too deeply"):
+        decode_request(data)
+
+
+def test_stdin_fuzz_slice(zipapp: Path, tmp_path: Path) -> None:
+    clean(stdin_fuzz.run(tmp_path, 120))
+
+
+def test_config_fields_slice(tmp_path: Path) -> None:
+    tally = config_fuzz.run_fields(tmp_path, limit=300)
+    clean(tally)
+    assert tally.cases == 600
+
+
+def test_hostile_config_files(zipapp: Path, tmp_path: Path) -> None:
+    clean(config_fuzz.run_files(tmp_path, zipapp))
+
+
+def test_hostile_hosts_slice(zipapp: Path, tmp_path: Path) -> None:
+    tally = hostile.run(tmp_path, limit=40)
+    clean(tally)
+    assert tally.notes["trap_requests"] == 0
+
+
+def test_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
+    clean(faults.run(tmp_path, moto_server, faults=("status:503", "reset", "dns"), token_seconds=40.0))
