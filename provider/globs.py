@@ -10,7 +10,7 @@ compared conservatively (``*`` covers anything, otherwise only an identical patt
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from provider.matching import (
     BadPatternError,
@@ -20,8 +20,9 @@ from provider.matching import (
     parse_schemeless,
 )
 
-__all__ = ["Glob", "covers", "explain", "hint", "never_matches", "overlaps", "parse", "traps"]
+__all__ = ["Glob", "GlobIndex", "covers", "explain", "hint", "never_matches", "overlaps", "parse", "traps"]
 
+T = TypeVar("T")
 _META = frozenset("*?[\\")
 DOCKER_HUB_ALIASES = frozenset(
     {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com"}
@@ -96,6 +97,56 @@ def overlaps(first: Glob, second: Glob) -> bool:
         and (first.path.startswith(second.path) or second.path.startswith(first.path))
         and all(_labels_overlap(a, b) for a, b in zip(first.labels, second.labels, strict=True))
     )
+
+
+class GlobIndex(Generic[T]):
+    """Globs (each with an item of the caller's), found by the shape of their host, so that
+    comparing every glob of one list with every glob of another costs time in proportion to
+    their lengths, not to their product.
+
+    Two globs can only cover or overlap each other with the same port and the same number of
+    host labels; two literal hosts only when they are equal. So globs with a literal host are
+    kept by (port, labels, host), those with a pattern in their host by (port, labels), and a
+    question looks only where an answer can be (a pattern host is compared with every glob
+    of its shape). Answers keep the order in which globs were added.
+    """
+
+    def __init__(self) -> None:
+        self._literal: dict[tuple[str, int, str], list[tuple[int, Glob, T]]] = {}
+        self._literal_by_shape: dict[tuple[str, int], list[tuple[int, Glob, T]]] = {}
+        self._patterns: dict[tuple[str, int], list[tuple[int, Glob, T]]] = {}
+        self._count = 0
+
+    def add(self, glob: Glob, item: T) -> None:
+        entry = (self._count, glob, item)
+        self._count += 1
+        shape = (glob.port, len(glob.labels))
+        if all(_literal(label) for label in glob.labels):
+            self._literal.setdefault((*shape, glob.hostname), []).append(entry)
+            self._literal_by_shape.setdefault(shape, []).append(entry)
+        else:
+            self._patterns.setdefault(shape, []).append(entry)
+
+    def _near(self, glob: Glob, *, every_literal: bool) -> list[tuple[int, Glob, T]]:
+        shape = (glob.port, len(glob.labels))
+        found = list(self._patterns.get(shape, ()))
+        if all(_literal(label) for label in glob.labels):
+            found += self._literal.get((*shape, glob.hostname), ())
+        elif every_literal:
+            found += self._literal_by_shape.get(shape, ())
+        return sorted(found, key=lambda entry: entry[0])
+
+    def covering(self, inner: Glob) -> list[tuple[Glob, T]]:
+        """The globs that cover ``inner`` (a literal host never covers a pattern)."""
+        return [(g, item) for _, g, item in self._near(inner, every_literal=False) if covers(g, inner)]
+
+    def covered_by(self, outer: Glob) -> list[tuple[Glob, T]]:
+        """The globs ``outer`` covers."""
+        return [(g, item) for _, g, item in self._near(outer, every_literal=True) if covers(outer, g)]
+
+    def overlapping(self, glob: Glob) -> list[tuple[Glob, T]]:
+        """The globs some image could match together with ``glob``."""
+        return [(g, item) for _, g, item in self._near(glob, every_literal=True) if overlaps(g, glob)]
 
 
 def _port(port: str) -> str:

@@ -835,3 +835,52 @@ def test_a_path_in_match_images_reaching_other_repositories_is_warned_about(tmp_
     assert not any("providers[0].matchImages[1]" in line and "raw string" in line for line in warnings), (
         warnings
     )
+
+
+def _many_rules(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    """Our config with ``count`` path rules on distinct hosts, a wildcard among them, and the
+    kubelet config ``render`` makes for it."""
+    rules = [{"match": [f"r{i}.example.com/team{i}"], "backend": "anonymous"} for i in range(count)]
+    rules.append({"match": ["*.wild.example.com"], "backend": "anonymous"})
+    config = tmp_path / f"many-{count}.json"
+    config.write_text(
+        json.dumps(
+            {"apiVersion": "registry-credential-provider/v1alpha1", "kind": "ProviderConfig", "rules": rules}
+        )
+    )
+    rendered = run(["render", "--flavor", "kubeadm", "--config", str(config)])
+    assert rendered.code == 0, rendered.stderr
+    kubelet = tmp_path / f"kubelet-{count}.yaml"
+    kubelet.write_text(rendered.stdout)
+    return config, kubelet
+
+
+def test_validate_compares_globs_in_linear_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking 4x the rules makes about 4x the glob comparisons, not 16x (the count, not the
+    clock, is what is asserted)."""
+    from provider import globs
+    from provider.ops.validation import ValidateOptions, check
+
+    calls = {"n": 0}
+    real_covers, real_overlaps = globs.covers, globs.overlaps
+
+    def counting_covers(outer: globs.Glob, inner: globs.Glob) -> bool:
+        calls["n"] += 1
+        return real_covers(outer, inner)
+
+    def counting_overlaps(first: globs.Glob, second: globs.Glob) -> bool:
+        calls["n"] += 1
+        return real_overlaps(first, second)
+
+    counts = []
+    for count in (250, 1000):
+        config, kubelet = _many_rules(tmp_path, count)
+        monkeypatch.setattr(globs, "covers", counting_covers)
+        monkeypatch.setattr(globs, "overlaps", counting_overlaps)
+        calls["n"] = 0
+        report = check(ValidateOptions(kubelet_config=str(kubelet), config=str(config)))
+        monkeypatch.undo()
+        assert report.ok, [c for c in report.checks if c.status == "fail"]
+        counts.append(calls["n"])
+    assert counts[0] > 0
+    assert counts[1] <= 5 * counts[0], counts

@@ -159,18 +159,20 @@ def match_images(config: ProviderConfig, *, partial: bool) -> tuple[list[str], l
         texts += rule.match
     unique = list(dict.fromkeys(texts))
     parsed = {text: globs.parse(text) for text in unique}
+    by_host: globs.GlobIndex[int] = globs.GlobIndex()
+    for position, text in enumerate(unique):
+        glob = parsed[text]
+        if glob is not None:
+            by_host.add(glob, position)
     kept = []
     for position, text in enumerate(unique):
         glob = parsed[text]
-        covered = False
-        for other_position, other in enumerate(unique):
-            wider = parsed[other]
-            if other == text or glob is None or wider is None or not globs.covers(wider, glob):
-                continue
+        covered = glob is not None and any(
             # Two globs covering each other: keep the first.
-            covered = not globs.covers(glob, wider) or other_position < position
-            if covered:
-                break
+            not globs.covers(glob, wider) or other_position < position
+            for wider, other_position in by_host.covering(glob)
+            if wider.text != text
+        )
         if not covered:
             kept.append(text)
     if not kept:

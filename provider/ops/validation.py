@@ -368,22 +368,24 @@ class _Validation:
         return config
 
     def _shadowed(self, config: ProviderConfig) -> None:
-        earlier: list[tuple[int, globs.Glob]] = []
+        earlier: globs.GlobIndex[int] = globs.GlobIndex()
         for index, rule in enumerate(config.rules):
-            for position, text in enumerate(rule.match or ()):
-                glob = globs.parse(text)
+            parsed = [(position, globs.parse(text)) for position, text in enumerate(rule.match or ())]
+            for position, glob in parsed:
                 if glob is None:
                     continue
-                for other_index, other in earlier:
-                    if other_index != index and globs.covers(other, glob):
-                        self.add(
-                            "warn",
-                            f"rules[{index}].match[{position}]",
-                            f"{text!r} is shadowed by rules[{other_index}] {other.text!r}: "
-                            "the first match wins",
-                        )
-                        break
-            earlier += [(index, g) for g in map(globs.parse, rule.match or ()) if g is not None]
+                first = next(iter(earlier.covering(glob)), None)
+                if first is not None:
+                    other, other_index = first
+                    self.add(
+                        "warn",
+                        f"rules[{index}].match[{position}]",
+                        f"{glob.text!r} is shadowed by rules[{other_index}] {other.text!r}: "
+                        "the first match wins",
+                    )
+            for _, glob in parsed:
+                if glob is not None:
+                    earlier.add(glob, index)
 
     # --- the two sides together -----------------------------------------------------------------
 
@@ -402,11 +404,14 @@ class _Validation:
                 glob = globs.parse(text)
                 if glob is not None and not globs.never_matches(text):
                     rule_globs.append((index, position, glob))
+        kubelet_side: globs.GlobIndex[None] = globs.GlobIndex()
+        for m in match_images:
+            kubelet_side.add(m, None)
         for index, position, glob in rule_globs:
             where = f"rules[{index}].match[{position}]"
-            if any(globs.covers(m, glob) for m in match_images):
+            if kubelet_side.covering(glob):
                 continue
-            partly = [m for m in match_images if globs.overlaps(m, glob)]
+            partly = [m for m, _ in kubelet_side.overlapping(glob)]
             if partly:
                 self.add(
                     "warn",
@@ -424,14 +429,19 @@ class _Validation:
                 f"{glob.text!r} is never reached: no matchImages entry of {item.provider.name} covers it, "
                 f"so the kubelet never asks for these images{hint}",
             )
-        if catch_all:
-            return
-        all_rule_globs = [glob for _, _, glob in rule_globs]
+        if not catch_all:
+            self._served(match_images, [glob for _, _, glob in rule_globs])
+
+    def _served(self, match_images: list[globs.Glob], all_rule_globs: list[globs.Glob]) -> None:
+        """Each ``matchImages`` entry: does some rule of ours answer all, part or none of it?"""
+        our_side: globs.GlobIndex[None] = globs.GlobIndex()
+        for glob in all_rule_globs:
+            our_side.add(glob, None)
         for position, m in enumerate(match_images):
             where = f"matchImages[{position}]"
-            if any(globs.covers(glob, m) for glob in all_rule_globs):
+            if our_side.covering(m):
                 continue
-            if any(globs.overlaps(glob, m) for glob in all_rule_globs):
+            if our_side.overlapping(m):
                 self.add(
                     "warn",
                     where,
