@@ -30,6 +30,7 @@ from provider import goduration
 from provider.goquote import go_quote
 from provider.kubelet import API_VERSIONS as PLUGIN_API_VERSIONS
 from provider.matching import BadURLError, parse_schemeless
+from provider.safefile import FileTooLargeError, UnsafeFileError, read_regular_file
 
 __all__ = [
     "CACHE_TYPES",
@@ -462,15 +463,20 @@ def load(path: str) -> LoadedConfig:
     names: set[str] = set()
     for file in files:
         try:
-            with open(file, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
+            if os.path.isdir(file):  # the kubelet's own words for it: "read <file>: is a directory"
+                with open(file, "rb") as handle:
+                    handle.read()
+            # A FIFO or device would block the read (the kubelet hangs on it): never read one.
+            data = read_regular_file(file, MAX_FILE_BYTES)
         except OSError as exc:
             step = "read" if os.path.isdir(file) else "open"
             raise KubeletConfigError(
                 f"unable to read file {go_quote(file)}: {step} {file}: {_go_errno(exc)}"
             ) from None
-        if len(data) > MAX_FILE_BYTES:
-            raise KubeletConfigError(f"{file} is larger than {MAX_FILE_BYTES} bytes")
+        except FileTooLargeError:
+            raise KubeletConfigError(f"{file} is larger than {MAX_FILE_BYTES} bytes") from None
+        except UnsafeFileError as exc:
+            raise KubeletConfigError(f"unable to read file {go_quote(file)}: {exc}") from None
         api_version, document_providers = decode_document(data, file)
         for provider in document_providers:
             if provider.name in names:

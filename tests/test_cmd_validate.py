@@ -15,7 +15,7 @@ import pytest
 
 from provider import backends, kubeletconfig
 from tests import kubelet_sim as sim
-from tests.cmdutil import SECRET, V1, auth_file, check_golden, normalize, provider_config, run
+from tests.cmdutil import SECRET, V1, Result, auth_file, check_golden, normalize, provider_config, run
 from tests.conftest import run_zipapp
 
 KUBELET_V1 = "kubelet.config.k8s.io/v1"
@@ -884,3 +884,22 @@ def test_validate_compares_globs_in_linear_number(tmp_path: Path, monkeypatch: p
         counts.append(calls["n"])
     assert counts[0] > 0
     assert counts[1] <= 5 * counts[0], counts
+
+
+def test_a_kubelet_config_that_is_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    """A FIFO never ends: reading it would hang validate (and install) for ever."""
+    import os
+    import threading
+
+    fifo = tmp_path / "credential-provider-config.yaml"
+    os.mkfifo(fifo)
+    done: list[Result] = []
+    thread = threading.Thread(
+        target=lambda: done.append(run(["validate", "--kubelet-config", str(fifo)])), daemon=True
+    )
+    thread.start()
+    thread.join(60)  # a watchdog: a hang would keep the thread here
+    assert done, "validate blocked on the FIFO"
+    result = done[0]
+    assert result.code == 1
+    assert "it is a FIFO, not a regular file" in result.stdout
