@@ -203,3 +203,43 @@ def test_rendered_config_works_end_to_end(
     )
     assert again.returncode == 0, again.stderr
     assert again.stdout.decode() == result.stdout
+
+
+def test_gke_token_mode_sends_the_google_annotations(tmp_path: Path) -> None:
+    """GKE's token-mode config: the Workload Identity annotations the gar backend reads, the
+    pool as audience, accepted by the kubelet (simulated) and by validate; its RBAC for nodes."""
+    config = provider_config(tmp_path, "  - match: ['*.pkg.dev', 'gcr.io', '*.gcr.io']\n    backend: gar\n")
+    audience = "my-project.svc.id.goog"
+    result = run(
+        [
+            "render",
+            "--config",
+            str(config),
+            "--flavor",
+            "gke",
+            "--token-mode",
+            "--audience",
+            audience,
+            "--format",
+            "yaml",
+        ]
+    )
+    assert result.code == 0, result.stderr
+    provider = yaml.safe_load(result.stdout)["providers"][0]
+    attributes = provider["tokenAttributes"]
+    assert attributes["serviceAccountTokenAudience"] == audience
+    assert attributes["cacheType"] == "ServiceAccount"
+    assert set(attributes["optionalServiceAccountAnnotationKeys"]) >= {
+        "iam.gke.io/gcp-service-account",
+        "iam.gke.io/enable-wi-image-pull",
+    }
+    assert provider["args"] == ["get-credentials", "--config", FLAVORS["gke"].provider_config]
+    path = tmp_path / "cri-auth-config.yaml"
+    path.write_text(result.stdout)
+    assert sim.validate_config(sim.load_config(path)) == []
+    checked = run(["validate", "--kubelet-config", str(path), "--config", str(config)])
+    assert checked.code == 0, checked.stdout
+    rbac = run(["render", "--rbac", "--audience", audience])
+    assert rbac.code == 0
+    documents = list(yaml.safe_load_all(rbac.stdout))
+    assert documents[0]["rules"][0]["resources"] == [audience]
