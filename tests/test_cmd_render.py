@@ -217,7 +217,9 @@ ACR_KEYS = [
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
-def test_aks_token_mode_sends_the_acr_annotations_for_the_federation_audience(tmp_path: Path, fmt: str) -> None:
+def test_aks_token_mode_sends_the_acr_annotations_for_the_federation_audience(
+    tmp_path: Path, fmt: str
+) -> None:
     config = provider_config(tmp_path, ACR_RULES)
     result = run(["render", "--config", str(config), "--flavor", "aks", "--token-mode", "--format", fmt])
     assert result.code == 0, result.stderr
@@ -225,7 +227,11 @@ def test_aks_token_mode_sends_the_acr_annotations_for_the_federation_audience(tm
     document = yaml.safe_load(result.stdout) if fmt == "yaml" else json.loads(result.stdout)
     [provider] = document["providers"]
     assert provider["matchImages"] == ["*.azurecr.io"]
-    assert provider["args"] == ["get-credentials", "--config", "/var/lib/kubelet/registry-credential-provider.json"]
+    assert provider["args"] == [
+        "get-credentials",
+        "--config",
+        "/var/lib/kubelet/registry-credential-provider.json",
+    ]
     assert provider["tokenAttributes"] == {
         "serviceAccountTokenAudience": "api://AzureADTokenExchange",
         "cacheType": "ServiceAccount",
@@ -256,7 +262,10 @@ def test_aks_token_mode_lists_a_rules_own_annotation_keys(tmp_path: Path) -> Non
     result = run(["render", "--config", str(config), "--flavor", "aks", "--token-mode", "-o", "json"])
     assert result.code == 0, result.stderr
     attributes = json.loads(result.stdout)["config"]["providers"][0]["tokenAttributes"]
-    assert attributes["optionalServiceAccountAnnotationKeys"] == ["example.com/acr-client", "example.com/acr-tenant"]
+    assert attributes["optionalServiceAccountAnnotationKeys"] == [
+        "example.com/acr-client",
+        "example.com/acr-tenant",
+    ]
 
 
 VAULT_RULE = "  - match: [r.example.com]\n    backend: vault\n    address: https://vault.example.com:8200\n    role: puller\n"
@@ -287,7 +296,16 @@ def test_token_mode_for_per_workload_rules_needs_an_explicit_audience(
         assert named in line
         assert "does not fit" in line
     result = run(
-        ["render", "--config", str(config), "--flavor", flavor, "--token-mode", "--audience", "vault.example.com"]
+        [
+            "render",
+            "--config",
+            str(config),
+            "--flavor",
+            flavor,
+            "--token-mode",
+            "--audience",
+            "vault.example.com",
+        ]
     )
     assert result.code == 0, result.stderr
     attributes = yaml.safe_load(result.stdout)["providers"][0]["tokenAttributes"]

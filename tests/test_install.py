@@ -787,7 +787,12 @@ def test_aks_token_mode_writes_the_acr_token_attributes(image: str, tmp_path: Pa
     # AKS's own acr-credential-provider also matches the host: the operator is told.
     assert "acr-credential-provider also matches '*.azurecr.io' (ours: team.azurecr.io)" in out + err
     kubelet_config = root / "var/lib/kubelet/credential-provider-config.yaml"
-    providers = {p.name: p for p in kubelet_config_providers(files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml")}
+    providers = {
+        p.name: p
+        for p in kubelet_config_providers(
+            files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml"
+        )
+    }
     assert sorted(providers) == ["acr-credential-provider", "registry-credential-provider"]
     ours = providers["registry-credential-provider"]
     assert ours.token_attributes is not None
@@ -835,10 +840,19 @@ def test_aks_token_mode_with_a_vault_rule_needs_an_audience(tmp_path: Path, zipa
     err = refused(root, zipapp, "--kubelet-version", "1.34", "--token-mode", config=config)
     assert "--token-mode needs --audience: rules[2] (vault)" in err
     code, out, err = install(
-        root, zipapp, "--kubelet-version", "1.34", "--token-mode", "--audience", "vault.example.com", config=config
+        root,
+        zipapp,
+        "--kubelet-version",
+        "1.34",
+        "--token-mode",
+        "--audience",
+        "vault.example.com",
+        config=config,
     )
     assert code == 0, out + err
-    providers = kubelet_config_providers(files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml")
+    providers = kubelet_config_providers(
+        files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml"
+    )
     [ours] = [p for p in providers if p.name == "registry-credential-provider"]
     assert ours.token_attributes is not None
     assert ours.token_attributes.service_account_token_audience == "vault.example.com"

@@ -13,7 +13,6 @@ import os
 import msgspec
 
 from provider.commands import Streams
-from provider.config import ProviderConfig
 from provider.commands.common import (
     EXIT_CODES,
     EXIT_FAILURE,
@@ -22,6 +21,7 @@ from provider.commands.common import (
     UsageError,
     load_provider_config,
 )
+from provider.config import ProviderConfig
 from provider.kubeletconfig import encode
 from provider.ops.rendering import (
     ObjectList,
@@ -164,7 +164,9 @@ def _render(args: argparse.Namespace) -> Rendered:
     token = None
     if args.token_mode:
         token = TokenMode(
-            audience=_audience(args, config), annotation_keys=list(args.annotation_key), cache_type=args.cache_type
+            audience=_audience(args, config),
+            annotation_keys=list(args.annotation_key),
+            cache_type=args.cache_type,
         )
     elif args.annotation_key or args.audience:
         raise UsageError("--audience and --annotation-key only apply with --token-mode")

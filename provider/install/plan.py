@@ -151,7 +151,8 @@ def _our_provider(
         reason = None if options.audience else explicit_audience_reason(config)
         if reason is not None:
             raise InstallError(
-                f"--token-mode needs --audience: {reason} (the {flavour.name} default {audience} does not fit)"
+                f"--token-mode needs --audience: {reason} "
+                f"(the {flavour.name} default {audience} does not fit)"
             )
         token, more = token_attributes(config, audience, options.annotation_keys, options.cache_type)
         warnings += more
