@@ -438,3 +438,34 @@ def test_no_secret_in_reprs(tmp_path: Path) -> None:
     assert config is not None
     assert SP_SECRET not in repr(config)
     assert os.environ.get("AZURE_CLIENT_SECRET") is None
+
+
+def test_a_refused_entra_token_is_one_line_on_stderr_through_the_zipapp(
+    world: AzureWorld, app_service: tuple[AppServiceIdentity, dict[str, str]], zipapp: Path, tmp_path: Path
+) -> None:
+    """azure-identity logs its own warning for a failed token; nothing but our line may reach stderr."""
+    from tests.conftest import run_zipapp
+
+    fake, environ = app_service
+    fake.header = "another-header-value"
+    config = tmp_path / "provider.yaml"
+    config.write_text(
+        "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\nrules:\n"
+        f"  - match: ['{world.login_server}']\n    backend: acr\n    azureConfig: /nonexistent/azure.json\n"
+    )
+    request = json.dumps(
+        {
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderRequest",
+            "image": f"{world.login_server}/app",
+        }
+    ).encode()
+    env = {key: environ[key] for key in (*world.environ, "IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    env["REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR"] = str(tmp_path / "cache")
+    result = run_zipapp(zipapp, ["--config", str(config)], request, env)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("registry-credential-provider: error: Entra ID refused a token for ")
+    assert "IDENTITY_ENDPOINT" in line  # which endpoint was asked, not IMDS
+    assert IDENTITY_HEADER not in line
