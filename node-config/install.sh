@@ -57,6 +57,10 @@ advice() {
     esac
     case "$ID" in fedora) echo "dnf install -y python3"; return ;; esac
     case " $ID_LIKE " in *" fedora "*) echo "dnf install -y python3"; return ;; esac
+    case "$ID" in
+        azurelinux) echo "tdnf install -y python3"; return ;;
+        mariner) echo "CBL-Mariner $VERSION_ID packages no CPython 3.10+: move the node pool to Azure Linux 3.0 (tdnf install -y python3)"; return ;;
+    esac
     case "$ID:$VERSION_ID" in
         ubuntu:18.04 | ubuntu:20.04)
             echo "Ubuntu $VERSION_ID packages no CPython 3.10+: upgrade the node image to Ubuntu 22.04 or later"; return ;;

@@ -15,7 +15,7 @@ import pytest
 
 from provider.azure.exchange import token_expiry
 from provider.azure.hosts import is_login_server
-from provider.backends.acr import MIRRORS_ENV, AcrBackend, AcrRule, check_rule
+from provider.backends.acr import MIRRORS_ENV, AcrBackend, AcrRule, check_rule, doctor
 from provider.errors import CloudCredentialError, ConfigError, NoIdentityError
 from tests.infra.azure import (
     ACR_USERNAME,
@@ -26,6 +26,7 @@ from tests.infra.azure import (
     TENANT,
     UAMI_CLIENT,
     UAMI_RESOURCE,
+    AppServiceIdentity,
     AzureWorld,
     jwt_claims,
     start_azure,
@@ -304,6 +305,111 @@ def test_require_pod_identity_fails_closed(world: AzureWorld, env: dict[str, str
     assert world.all_requests() == before
 
 
+# --- App Service's managed identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER) --------------
+
+IDENTITY_HEADER = "app-service-identity-header-that-must-never-leak"
+
+
+@pytest.fixture
+def app_service(
+    world: AzureWorld, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[AppServiceIdentity, dict[str, str]]]:
+    """The App Service endpoint, in os.environ (azure-identity reads it) and the lookup's environment."""
+    fake = AppServiceIdentity(world.book, TENANT, IDENTITY_HEADER)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", fake.endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
+    yield fake, {**env, "IDENTITY_ENDPOINT": fake.endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
+    fake.stop()
+
+
+def test_app_service_managed_identity_instead_of_imds(
+    world: AzureWorld, app_service: tuple[AppServiceIdentity, dict[str, str]]
+) -> None:
+    fake, environ = app_service
+    imds_before = len(world.imds.requests)
+    answer = AcrBackend().get_credentials(lookup(f"{world.login_server}/app", rule_for(world), environ))
+    assert answer.credential is not None
+    assert answer.credential.username == ACR_USERNAME
+    assert pull_token(world, answer.credential.password) == 200
+    [request] = fake.requests
+    assert request == {"path": "/msi/token", "query": ["api-version", "resource"], "header_ok": True}
+    assert world.imds.requests[imds_before:] == []  # neither the presence probe nor a token request
+
+
+def test_app_service_refusing_the_header_is_one_line_without_it(
+    world: AzureWorld, app_service: tuple[AppServiceIdentity, dict[str, str]]
+) -> None:
+    fake, environ = app_service
+    fake.header = "another-header-value"
+    with pytest.raises(CloudCredentialError) as caught:
+        AcrBackend().get_credentials(lookup(f"{world.login_server}/app", rule_for(world), environ))
+    message = str(caught.value)
+    assert message.startswith("Entra ID refused a token for ")
+    assert "\n" not in message
+    assert IDENTITY_HEADER not in message
+    assert fake.requests[0]["header_ok"] is False
+
+
+# --- doctor: IMDS and the exchange --------------------------------------------------------------
+
+
+def test_doctor_probes_imds_and_the_exchange(world: AzureWorld, env: dict[str, str]) -> None:
+    exchanges = len(world.acr.exchanges())
+    [presence, exchange] = doctor(rule_for(world), env, 10.0)
+    assert presence.status == "ok"
+    assert "Azure IMDS answered 200" in presence.detail
+    assert exchange.status == "ok"
+    assert exchange.detail.startswith(f"{world.login_server}: the exchange gave a refresh token valid ")
+    assert len(world.acr.exchanges()) == exchanges + 1
+    assert not any(token in str([presence, exchange]) for token in world.book.secrets())
+
+
+def test_doctor_shows_an_exchange_401_without_a_token(world: AzureWorld, env: dict[str, str]) -> None:
+    world.acr.exchange_status = 401
+    [presence, exchange] = doctor(rule_for(world), env, 10.0)
+    assert presence.status == "ok"
+    assert exchange.status == "fail"
+    assert exchange.detail.startswith(f"{world.login_server}: ")
+    assert "answered 401" in exchange.detail
+    assert "\n" not in exchange.detail
+    assert not any(token in exchange.detail for token in world.book.secrets())
+
+
+def _closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_doctor_shows_an_unreachable_login_server(world: AzureWorld, env: dict[str, str]) -> None:
+    server = f"127.0.0.1:{_closed_port()}"
+    exchanges = len(world.acr.exchanges())
+    [presence, exchange] = doctor(AcrRule(match=[server], azure_config="/nonexistent/azure.json"), env, 5.0)
+    assert presence.status == "ok"
+    assert exchange.status == "fail"
+    assert exchange.detail.startswith(f"{server}: ")
+    assert "\n" not in exchange.detail
+    assert len(world.acr.exchanges()) == exchanges
+    assert not any(token in exchange.detail for token in world.book.secrets())
+
+
+@pytest.mark.parametrize("on_no_identity", ["fail", "next"])
+def test_doctor_with_imds_unreachable(world: AzureWorld, env: dict[str, str], on_no_identity: str) -> None:
+    down = {**env, "AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://127.0.0.1:{_closed_port()}"}
+    before = world.all_requests()
+    rule = rule_for(world, on_no_identity=on_no_identity)
+    [finding] = doctor(rule, down, 2.0)
+    assert "Azure IMDS at http://127.0.0.1:" in finding.detail
+    if on_no_identity == "next":
+        assert finding.status == "ok"
+        assert "its images go to the next matching rule" in finding.detail
+    else:
+        assert finding.status == "fail"
+    assert world.all_requests() == before  # no exchange without an identity
+
+
 # --- the rule -----------------------------------------------------------------------------------
 
 
@@ -332,3 +438,34 @@ def test_no_secret_in_reprs(tmp_path: Path) -> None:
     assert config is not None
     assert SP_SECRET not in repr(config)
     assert os.environ.get("AZURE_CLIENT_SECRET") is None
+
+
+def test_a_refused_entra_token_is_one_line_on_stderr_through_the_zipapp(
+    world: AzureWorld, app_service: tuple[AppServiceIdentity, dict[str, str]], zipapp: Path, tmp_path: Path
+) -> None:
+    """azure-identity logs its own warning for a failed token; nothing but our line may reach stderr."""
+    from tests.conftest import run_zipapp
+
+    fake, environ = app_service
+    fake.header = "another-header-value"
+    config = tmp_path / "provider.yaml"
+    config.write_text(
+        "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\nrules:\n"
+        f"  - match: ['{world.login_server}']\n    backend: acr\n    azureConfig: /nonexistent/azure.json\n"
+    )
+    request = json.dumps(
+        {
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderRequest",
+            "image": f"{world.login_server}/app",
+        }
+    ).encode()
+    env = {key: environ[key] for key in (*world.environ, "IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    env["REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR"] = str(tmp_path / "cache")
+    result = run_zipapp(zipapp, ["--config", str(config)], request, env)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("registry-credential-provider: error: Entra ID refused a token for ")
+    assert "IDENTITY_ENDPOINT" in line  # which endpoint was asked, not IMDS
+    assert IDENTITY_HEADER not in line

@@ -205,6 +205,113 @@ def test_rendered_config_works_end_to_end(
     assert again.stdout.decode() == result.stdout
 
 
+# --- AKS token mode, and the audiences no platform default fits ---------------------------------
+
+ACR_RULES = "  - match: ['*.azurecr.io']\n    backend: acr\n"
+ACR_KEYS = [
+    "kubernetes.azure.com/acr-client-id",
+    "azure.workload.identity/client-id",
+    "kubernetes.azure.com/acr-tenant-id",
+    "azure.workload.identity/tenant-id",
+]
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_aks_token_mode_sends_the_acr_annotations_for_the_federation_audience(
+    tmp_path: Path, fmt: str
+) -> None:
+    config = provider_config(tmp_path, ACR_RULES)
+    result = run(["render", "--config", str(config), "--flavor", "aks", "--token-mode", "--format", fmt])
+    assert result.code == 0, result.stderr
+    assert result.stderr == ""  # acr uses the token: no "token mode for nothing" warning
+    document = yaml.safe_load(result.stdout) if fmt == "yaml" else json.loads(result.stdout)
+    [provider] = document["providers"]
+    assert provider["matchImages"] == ["*.azurecr.io"]
+    assert provider["args"] == [
+        "get-credentials",
+        "--config",
+        "/var/lib/kubelet/registry-credential-provider.json",
+    ]
+    assert provider["tokenAttributes"] == {
+        "serviceAccountTokenAudience": "api://AzureADTokenExchange",
+        "cacheType": "ServiceAccount",
+        "requireServiceAccount": False,
+        "optionalServiceAccountAnnotationKeys": ACR_KEYS,
+    }
+    path = tmp_path / f"credential-provider-config.{fmt}"
+    path.write_text(result.stdout)
+    checked = run(["validate", "--kubelet-config", str(path), "--config", str(config)])
+    assert checked.code == 0, checked.stdout
+    assert not [line for line in checked.stdout.splitlines() if line.startswith("fail")]
+    loaded = sim.load_config(path)
+    assert sim.validate_config(loaded) == []
+    [simulated] = loaded.providers
+    assert simulated.token_attributes is not None
+    assert simulated.token_attributes.service_account_token_audience == "api://AzureADTokenExchange"
+    assert list(simulated.token_attributes.optional_service_account_annotation_keys) == ACR_KEYS
+    # The kubelet without the feature gate refuses tokenAttributes: the test can tell the two apart.
+    assert sim.validate_config(loaded, service_account_tokens=False) != []
+
+
+def test_aks_token_mode_lists_a_rules_own_annotation_keys(tmp_path: Path) -> None:
+    rules = (
+        "  - match: ['team.azurecr.io']\n    backend: acr\n"
+        "    clientIdAnnotations: [example.com/acr-client]\n    tenantIdAnnotations: [example.com/acr-tenant]\n"
+    )
+    config = provider_config(tmp_path, rules)
+    result = run(["render", "--config", str(config), "--flavor", "aks", "--token-mode", "-o", "json"])
+    assert result.code == 0, result.stderr
+    attributes = json.loads(result.stdout)["config"]["providers"][0]["tokenAttributes"]
+    assert attributes["optionalServiceAccountAnnotationKeys"] == [
+        "example.com/acr-client",
+        "example.com/acr-tenant",
+    ]
+
+
+VAULT_RULE = "  - match: [r.example.com]\n    backend: vault\n    address: https://vault.example.com:8200\n    role: puller\n"
+FILES_RULE = "  - match: [r.example.com]\n    backend: files\n    paths: ['/w/{namespace}.json']\n"
+IDENTITY_RULE = "  - match: ['*.azurecr.io']\n    backend: acr\n    namespaces: [team-a]\n"
+
+
+@pytest.mark.parametrize(
+    ("rules", "named"),
+    [
+        (ACR_RULES + VAULT_RULE, "rules[1] (vault)"),
+        (FILES_RULE, "rules[0] (files)"),
+        (IDENTITY_RULE + ACR_RULES, "rules[0] (acr, an identity rule)"),
+    ],
+    ids=["vault", "files", "identity rule"],
+)
+@pytest.mark.parametrize("flavor", ["aks", "eks"])
+def test_token_mode_for_per_workload_rules_needs_an_explicit_audience(
+    tmp_path: Path, rules: str, named: str, flavor: str
+) -> None:
+    config = provider_config(tmp_path, rules)
+    for extra in ([], ["--rbac"]):
+        result = run(["render", "--config", str(config), "--flavor", flavor, "--token-mode", *extra])
+        assert result.code == 2, result.stderr
+        assert result.stdout == ""
+        [line] = result.stderr.splitlines()
+        assert line.startswith("registry-credential-provider: error: token mode needs --audience: ")
+        assert named in line
+        assert "does not fit" in line
+    result = run(
+        [
+            "render",
+            "--config",
+            str(config),
+            "--flavor",
+            flavor,
+            "--token-mode",
+            "--audience",
+            "vault.example.com",
+        ]
+    )
+    assert result.code == 0, result.stderr
+    attributes = yaml.safe_load(result.stdout)["providers"][0]["tokenAttributes"]
+    assert attributes["serviceAccountTokenAudience"] == "vault.example.com"
+
+
 def test_gke_token_mode_sends_the_google_annotations(tmp_path: Path) -> None:
     """GKE's token-mode config: the Workload Identity annotations the gar backend reads, the
     pool as audience, accepted by the kubelet (simulated) and by validate; its RBAC for nodes."""

@@ -604,6 +604,8 @@ OS_RELEASES = {
     "debian11": "ID=debian\nVERSION_ID=11\n",
     "debian12": "ID=debian\nVERSION_ID=12\n",
     "sles": 'ID="sles"\nVERSION_ID="15.6"\nID_LIKE="suse"\n',
+    "azurelinux3": 'NAME="Microsoft Azure Linux"\nVERSION="3.0.20250402"\nID=azurelinux\nVERSION_ID="3.0"\n',
+    "mariner2": 'NAME="Common Base Linux Mariner"\nVERSION="2.0.20250304"\nID=mariner\nVERSION_ID="2.0"\n',
     "flatcar": 'NAME="Flatcar Container Linux by Kinvolk"\nID=flatcar\nVERSION_ID=4081.2.0\n',
     "unknown": "ID=plan9\n",
 }
@@ -741,3 +743,116 @@ def test_golden_kubelet_config_is_accepted_by_the_simulator(flavour: str, tmp_pa
         our_config = provider.args[2]
         assert our_config in files, f"{flavour}: {our_config} is not in the golden"
         assert '"kind": "ProviderConfig"' in files[our_config]
+
+
+# --- AKS: token mode for ACR, on both node images ---------------------------------------------------
+
+AKS_IMAGES = {
+    # The two node images AKS offers, as their /etc/os-release says, and the CPython each packages.
+    "ubuntu": ('NAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n', "python3.10"),
+    "azurelinux": (OS_RELEASES["azurelinux3"], "python3.12"),
+}
+ACR_KEYS = [
+    "kubernetes.azure.com/acr-client-id",
+    "azure.workload.identity/client-id",
+    "kubernetes.azure.com/acr-tenant-id",
+    "azure.workload.identity/tenant-id",
+]
+
+
+def aks_root(tmp_path: Path, image: str, *, python: bool = True) -> Path:
+    root = make_root(tmp_path, "aks", python=False)
+    release, interpreter = AKS_IMAGES[image]
+    (root / "etc/os-release").write_text(release)
+    if python:
+        (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (root / "usr/bin" / interpreter).symlink_to(PYTHON)
+    return root
+
+
+def acr_config(tmp_path: Path) -> Path:
+    config = tmp_path / "acr.yaml"
+    config.write_text(CONFIG.read_text() + '  - match: ["team.azurecr.io"]\n    backend: acr\n')
+    return config
+
+
+@pytest.mark.parametrize("image", sorted(AKS_IMAGES))
+def test_aks_token_mode_writes_the_acr_token_attributes(image: str, tmp_path: Path, zipapp: Path) -> None:
+    root = aks_root(tmp_path, image)
+    before = dump(root)
+    config = acr_config(tmp_path)
+    code, out, err = install(root, zipapp, "--kubelet-version", "1.34", "--token-mode", config=config)
+    assert code == 0, out + err
+    assert "flavour aks" in out
+    # AKS's own acr-credential-provider also matches the host: the operator is told.
+    assert "acr-credential-provider also matches '*.azurecr.io' (ours: team.azurecr.io)" in out + err
+    kubelet_config = root / "var/lib/kubelet/credential-provider-config.yaml"
+    providers = {
+        p.name: p
+        for p in kubelet_config_providers(
+            files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml"
+        )
+    }
+    assert sorted(providers) == ["acr-credential-provider", "registry-credential-provider"]
+    ours = providers["registry-credential-provider"]
+    assert ours.token_attributes is not None
+    assert ours.token_attributes.service_account_token_audience == "api://AzureADTokenExchange"
+    assert ours.token_attributes.cache_type == "ServiceAccount"
+    assert ours.token_attributes.optional_service_account_annotation_keys == ACR_KEYS
+    assert ours.args == ["get-credentials", "--config", "/var/lib/kubelet/registry-credential-provider.json"]
+    assert providers["acr-credential-provider"].token_attributes is None  # theirs is left as it was
+    loaded = sim.load_config(kubelet_config)
+    assert sim.validate_config(loaded) == []
+    code, out, err = cli(
+        "validate", "--kubelet-config", str(kubelet_config),
+        "--bin-dir", str(root / "var/lib/kubelet/credential-provider"),
+        "--config", str(root / "var/lib/kubelet/registry-credential-provider.json"),
+        "--kubelet-version", "1.34",
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert "valid: 0 error(s)" in out
+    assert cli("uninstall", "--root", str(root))[0] == 0
+    assert dump(root) == before
+
+
+@pytest.mark.parametrize("image", sorted(AKS_IMAGES))
+def test_aks_without_a_python_names_the_node_images_package(image: str, tmp_path: Path, zipapp: Path) -> None:
+    root = aks_root(tmp_path, image, python=False)
+    err = refused(root, zipapp, "--kubelet-version", "1.34", "--token-mode", config=acr_config(tmp_path))
+    assert "no CPython 3.10-3.13 on the kubelet's PATH" in err
+    expected = {"ubuntu": "apt-get install -y python3", "azurelinux": "tdnf install -y python3"}[image]
+    assert expected in err
+
+
+def test_cbl_mariner_is_told_to_move_to_azure_linux_3() -> None:
+    said = advice({"ID": "mariner", "VERSION_ID": "2.0"})
+    assert said.startswith("CBL-Mariner 2.0 packages no CPython 3.10+")
+    assert "Azure Linux 3.0" in said
+
+
+def test_aks_token_mode_with_a_vault_rule_needs_an_audience(tmp_path: Path, zipapp: Path) -> None:
+    root = aks_root(tmp_path, "azurelinux")
+    config = tmp_path / "vault.yaml"
+    config.write_text(
+        CONFIG.read_text() + '  - match: ["team.azurecr.io"]\n    backend: vault\n'
+        "    address: https://vault.example.com:8200\n    role: puller\n"
+    )
+    err = refused(root, zipapp, "--kubelet-version", "1.34", "--token-mode", config=config)
+    assert "--token-mode needs --audience: rules[2] (vault)" in err
+    code, out, err = install(
+        root,
+        zipapp,
+        "--kubelet-version",
+        "1.34",
+        "--token-mode",
+        "--audience",
+        "vault.example.com",
+        config=config,
+    )
+    assert code == 0, out + err
+    providers = kubelet_config_providers(
+        files.Root(str(root)), "/var/lib/kubelet/credential-provider-config.yaml"
+    )
+    [ours] = [p for p in providers if p.name == "registry-credential-provider"]
+    assert ours.token_attributes is not None
+    assert ours.token_attributes.service_account_token_audience == "vault.example.com"

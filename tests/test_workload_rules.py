@@ -250,3 +250,232 @@ def test_node_approle_over_tls_with_a_configured_ca(test_tls: TLSFiles, tmp_path
         assert "did not answer (SSLError)" in str(error.value)
     finally:
         fake.stop()
+
+
+# --- vault: the node's token file (nodeAuth: token) -------------------------------------------------
+
+
+def reply(config: Path, data: bytes, cache: Path) -> core.Reply:
+    env = {"REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
+    return core.answer(data, config_path=str(config), environ=env, timeout=10)
+
+
+@pytest.fixture
+def node_token(vault: VaultFake, tmp_path: Path) -> tuple[str, Path, Path]:
+    """A node token that may read registry/node, its file (mode 0600) and a config using it."""
+    vault.put_secret("registry/node", {"username": "node", "password": "pw-node"})
+    token = vault.create_token(("registry/node",))
+    file = tmp_path / "vault-token"
+    file.write_text(token + "\n")
+    file.chmod(0o600)
+    config = vault_config(
+        tmp_path,
+        f"address: {vault.url}\nrole: puller\nnodeAuth: token\nnodeTokenFile: {file}\n"
+        "nodeSecretPath: registry/node\nsecretCacheDuration: 0s",
+    )
+    return token, file, config
+
+
+def test_node_token_file_reads_the_nodes_secret(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    _token, _file, config = node_token
+    got = reply(config, request(), tmp_path / "cache")
+    assert json.loads(got.stdout)["auth"] == {"r.io": {"username": "node", "password": "pw-node"}}
+    assert got.warnings == []
+    assert [(c.method, c.path, c.status) for c in vault.requests] == [
+        ("GET", "/v1/secret/data/registry/node", 200)
+    ]
+    # A pod's pull still logs in as the pod, never with the node's token.
+    assert json.loads(reply(config, request(TEAM_A), tmp_path / "cache").stdout)["auth"] == {
+        "r.io": {"username": "robot-a", "password": "pw-a"}
+    }
+    assert vault.requests[-2].path == "/v1/auth/kubernetes/login"
+
+
+def test_a_revoked_node_token_is_one_line_without_it(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    token, file, config = node_token
+    vault.revoke(token)
+    with pytest.raises(ProviderError) as error:
+        reply(config, request(), tmp_path / "cache")
+    message = str(error.value)
+    assert (
+        f"refused (Forbidden) the read of secret/registry/node with the node's token from {file} (revoked or expired?)"
+        in message
+    )
+    assert token not in message
+    assert "\n" not in message
+    assert [c.status for c in vault.requests] == [403]
+
+
+def test_a_missing_node_token_file_is_an_error_naming_it(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    _token, file, config = node_token
+    file.unlink()
+    with pytest.raises(ProviderError) as error:
+        reply(config, request(), tmp_path / "cache")
+    assert str(error.value) == f"cannot read the Vault token file {file}: No such file or directory"
+    assert vault.requests == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [(0o640, "is readable by its group"), (0o604, "is readable by others"), (0o622, "is writable by others")],
+)
+def test_a_node_token_file_others_can_reach_is_used_with_a_warning(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path, mode: int, said: str
+) -> None:
+    token, file, config = node_token
+    file.chmod(mode)
+    got = reply(config, request(), tmp_path / "cache")
+    assert json.loads(got.stdout)["auth"] == {"r.io": {"username": "node", "password": "pw-node"}}
+    assert got.warnings == [f"{file} {said}, and it holds the node's Vault token: make it root's, mode 0600"]
+    assert token not in got.warnings[0]
+
+
+def test_a_node_token_fifo_is_refused_without_blocking(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    import os
+
+    _token, file, config = node_token
+    file.unlink()
+    os.mkfifo(file, 0o600)  # no writer: a plain open() would block until the kubelet kills us
+    with pytest.raises(ProviderError) as error:
+        reply(config, request(), tmp_path / "cache")
+    assert str(error.value) == f"the Vault token file {file} is refused: it is a FIFO, not a regular file"
+    assert vault.requests == []
+
+
+# --- doctor: files and vault -------------------------------------------------------------------------
+
+
+def test_files_doctor_ok_and_missing_directory(tmp_path: Path) -> None:
+    from provider.backends.files import FilesRule
+    from provider.backends.files import doctor as files_doctor
+
+    (tmp_path / "present").mkdir()
+    (tmp_path / "present" / "team-a.json").write_text(
+        json.dumps({"auths": {"r.io": {"auth": "c2VjcmV0OnNlY3JldA=="}}})
+    )
+    rule = FilesRule(
+        paths=[
+            f"{tmp_path}/present/{{namespace}}.json",
+            f"{tmp_path}/absent/{{namespace}}/{{serviceAccount}}.json",
+        ]
+    )
+    ok, missing = files_doctor(rule, {}, 2.0)
+    assert ok == ("ok", f"{tmp_path}/present exists (files: {tmp_path}/present/{{namespace}}.json)", None)
+    assert missing.status == "warn"
+    assert missing.detail == (
+        f"{tmp_path}/absent does not exist: every pod's pull under "
+        f"{tmp_path}/absent/{{namespace}}/{{serviceAccount}}.json is anonymous"
+    )
+    assert "c2VjcmV0" not in str([ok, missing])
+
+
+def vault_doctor(rule_text: str) -> list[tuple[str, str]]:
+    from provider.backends.vault import doctor as doctor_of_vault
+    from provider.config import decode_config
+
+    config = decode_config(
+        (
+            HEAD + "  - backend: vault\n" + "".join(f"    {line}\n" for line in rule_text.splitlines())
+        ).encode(),
+        "c",
+    )
+    return [(finding.status, finding.detail) for finding in doctor_of_vault(config.rules[0], {}, 2.0)]
+
+
+def test_vault_doctor_ok_and_sealed(vault: VaultFake, node_token: tuple[str, Path, Path]) -> None:
+    token, file, _config = node_token
+    rule = f"address: {vault.url}\nrole: puller\nnodeAuth: token\nnodeTokenFile: {file}\nnodeSecretPath: registry/node"
+    assert vault_doctor(rule) == [("ok", f"Vault at {vault.url}: health 200")]
+    vault.sealed = True
+    assert vault_doctor(rule) == [("warn", f"Vault at {vault.url}: health 503")]
+    assert [c.path for c in vault.requests] == [
+        "/v1/sys/health",
+        "/v1/sys/health",
+    ]  # nothing logged in, nothing read
+    file.unlink()
+    vault.sealed = False
+    assert vault_doctor(rule)[0] == ("fail", f"nodeTokenFile {file} does not exist")
+    assert token not in str(vault_doctor(rule))
+
+
+def test_vault_doctor_unreachable(tmp_path: Path) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    assert vault_doctor(f"address: http://127.0.0.1:{port}\nrole: puller") == [
+        ("fail", f"Vault at http://127.0.0.1:{port} did not answer: ConnectionError")
+    ]
+
+
+def test_vault_doctor_bad_ca(test_tls: TLSFiles, tmp_path: Path) -> None:
+    from tests.infra.tls import make_tls_files
+
+    fake = VaultFake(tls=(test_tls.server_cert, test_tls.server_key)).start()
+    try:
+        other = make_tls_files(tmp_path / "other-ca")
+        assert vault_doctor(f"address: {fake.url}\nrole: puller\ncaFile: {test_tls.ca_cert}") == [
+            ("ok", f"Vault at {fake.url}: health 200")
+        ]
+        assert vault_doctor(f"address: {fake.url}\nrole: puller\ncaFile: {other.ca_cert}") == [
+            ("fail", f"Vault at {fake.url} did not answer: SSLError")
+        ]
+        missing = tmp_path / "missing-ca.pem"
+        found = vault_doctor(f"address: {fake.url}\nrole: puller\ncaFile: {missing}")
+        assert found == [
+            ("fail", f"caFile {missing} does not exist"),
+            (
+                "fail",
+                f"Vault at {fake.url} not asked: Could not find a suitable TLS CA certificate bundle, "
+                f"invalid path: {missing}",
+            ),
+        ]
+        # The backend says the same in one line, rather than letting requests' OSError escape.
+        config = vault_config(tmp_path, f"address: {fake.url}\nrole: puller\ncaFile: {missing}")
+        with pytest.raises(ProviderError) as error:
+            answer(config, request(TEAM_A), tmp_path / "cache")
+        assert str(error.value) == (
+            f"r.io: cannot reach Vault at {fake.url} over TLS: Could not find a suitable TLS CA certificate "
+            f"bundle, invalid path: {missing}"
+        )
+    finally:
+        fake.stop()
+
+
+def test_doctor_command_shows_files_and_vault_without_secrets(
+    vault: VaultFake, node_token: tuple[str, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cmdutil import run
+
+    token, file, _config = node_token
+    (tmp_path / "workloads").mkdir()
+    cache = tmp_path / "doctor-cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR", str(cache))
+    config = tmp_path / "doctor.yaml"
+    config.write_text(
+        HEAD
+        + f"  - match: [r.io]\n    backend: files\n    paths: ['{tmp_path}/workloads/{{namespace}}.json']\n"
+        + f"  - match: [r.io]\n    backend: vault\n    address: {vault.url}\n    role: puller\n"
+        + f"    nodeAuth: token\n    nodeTokenFile: {file}\n    nodeSecretPath: registry/node\n"
+    )
+    result = run(["doctor", "--config", str(config), "-o", "json"])
+    checks = {(c["check"], c["status"], c["detail"]) for c in result.json()["checks"]}
+    assert (
+        "files",
+        "ok",
+        f"{tmp_path}/workloads exists (files: {tmp_path}/workloads/{{namespace}}.json)",
+    ) in checks
+    assert ("vault", "ok", f"Vault at {vault.url}: health 200") in checks
+    assert token not in result.stdout + result.stderr
+    assert "pw-node" not in result.stdout + result.stderr

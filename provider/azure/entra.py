@@ -36,6 +36,18 @@ def _pipeline(seconds: float) -> dict[str, Any]:
     }
 
 
+def _quiet_sdk_logs() -> None:
+    """azure-identity logs a warning of its own for each failed token, which, with no logging
+    configured, Python prints on stderr unredacted: our one error line says it instead."""
+    import logging
+
+    for name in ("azure", "msal"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
 def _credential(identity: EntraIdentity, seconds: float) -> TokenCredential:
     from azure.identity import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
 
@@ -76,6 +88,7 @@ def access_token(identity: EntraIdentity, seconds: float) -> str:
 
     secrets = (identity.secret, identity.assertion)
     outcome: list[object] = []
+    _quiet_sdk_logs()
 
     def run() -> None:
         try:

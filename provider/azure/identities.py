@@ -163,4 +163,6 @@ def choose_identity(  # noqa: PLR0911 - one return per identity source, in the d
         return EntraIdentity(
             "secret", config.path, authority, node_tenant, config.client_id, secret=config.client_secret
         )
-    return EntraIdentity("managed", "the node (IMDS)", authority, node_tenant)
+    # azure-identity asks the endpoint IDENTITY_ENDPOINT names (App Service, Arc) before IMDS.
+    source = "the node (IDENTITY_ENDPOINT)" if environ.get("IDENTITY_ENDPOINT") else "the node (IMDS)"
+    return EntraIdentity("managed", source, authority, node_tenant)

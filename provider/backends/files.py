@@ -152,7 +152,7 @@ def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[F
     findings: list[Finding] = []
     for template in rule.paths:
         fixed = template.split("{", 1)[0]
-        directory = fixed if fixed.endswith("/") else os.path.dirname(fixed)
+        directory = (fixed if fixed.endswith("/") else os.path.dirname(fixed)).rstrip("/") or "/"
         if os.path.isdir(directory):
             findings.append(Finding("ok", f"{directory} exists (files: {template})"))
         else:

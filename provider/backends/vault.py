@@ -21,7 +21,7 @@ the role's token TTL. hvac (and requests under it) is imported only inside a loo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from provider import goduration
@@ -205,16 +205,45 @@ def _who(lookup: Lookup, rule: VaultRule) -> _Who:
     return _Who("pod", role=role, path=path)
 
 
-def _read_file(path: str, what: str) -> str:
+def _read_file(path: str, what: str, warn: Callable[[str], None]) -> str:
+    """A node secret file's text: only a regular file (a FIFO would block the call) up to a
+    size; one that others could read or write is used with a warning, as our config is."""
+    from provider.safefile import FileTooLargeError, UnsafeFileError, read_regular_file
+
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
+        data = read_regular_file(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise CredentialSourceError(f"cannot read the Vault {what} file {path}: {exc.strerror}") from None
+    except FileTooLargeError:
+        data = b""
+    except UnsafeFileError as exc:
+        raise CredentialSourceError(f"the Vault {what} file {path} is refused: {exc}") from None
     text = data.decode("utf-8", "replace").strip()
-    if not text or len(data) > MAX_FILE_BYTES:
+    if not text:
         raise CredentialSourceError(f"the Vault {what} file {path} is empty or too large")
+    problem = _exposure(path)
+    if problem is not None:
+        warn(f"{problem}, and it holds the node's Vault {what}: make it root's, mode 0600")
     return text
+
+
+def _exposure(path: str) -> str | None:
+    """Why users other than root (and us) could read or replace the secret in ``path``."""
+    import os
+    import stat
+
+    from provider.safefile import trust_problem
+
+    problem = trust_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"{path} is readable by {'others' if mode & stat.S_IROTH else 'its group'}"
+    return None
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -261,6 +290,10 @@ class VaultBackend:
             raise CredentialSourceError(
                 f"{lookup.host}: Vault at {rule.address} did not answer ({kind}): {_scrub(str(exc), secrets)}"
             ) from None
+        except OSError as exc:  # requests' word for a caFile it cannot use
+            raise CredentialSourceError(
+                f"{lookup.host}: cannot reach Vault at {rule.address} over TLS: {_scrub(str(exc), secrets)}"
+            ) from None
 
     @staticmethod
     def _client(rule: VaultRule, lookup: Lookup) -> hvac.Client:
@@ -294,13 +327,13 @@ class VaultBackend:
         elif who.role == "approle":
             assert rule.node_role_id_file is not None
             assert rule.node_secret_id_file is not None
-            role_id = _read_file(rule.node_role_id_file, "role id")
-            secret_id = _read_file(rule.node_secret_id_file, "secret id")
+            role_id = _read_file(rule.node_role_id_file, "role id", lookup.warn)
+            secret_id = _read_file(rule.node_secret_id_file, "secret id", lookup.warn)
             secrets += [role_id, secret_id]
             login = client.auth.approle.login(role_id, secret_id, mount_point=rule.node_auth_mount)
         else:
             assert rule.node_token_file is not None
-            token = _read_file(rule.node_token_file, "token")
+            token = _read_file(rule.node_token_file, "token", lookup.warn)
             secrets.append(token)
             client.token = token
             login = None
@@ -356,10 +389,18 @@ class VaultBackend:
         errors = getattr(exc, "errors", None)
         detail = "; ".join(map(str, errors)) if isinstance(errors, list) else str(errors or "")
         status = type(exc).__name__
-        step = f"login as role {who.role!r}" if who.kind == "pod" else f"{who.role} login or read"
+        where = f"{rule.kv_mount}/{who.path}"
+        if who.kind == "pod":
+            step = f"the login as role {who.role!r} or the read of {where}"
+        elif who.role == "approle":
+            step = f"the node's AppRole login or the read of {where}"
+        else:
+            step = (
+                f"the read of {where} with the node's token from {rule.node_token_file} (revoked or expired?)"
+            )
         return (
-            f"{lookup.host}: Vault at {rule.address} refused ({status}) the {step} "
-            f"or the read of {rule.kv_mount}/{who.path}: {_scrub(detail, secrets) or 'no detail'}"
+            f"{lookup.host}: Vault at {rule.address} refused ({status}) {step}: "
+            f"{_scrub(detail, secrets) or 'no detail'}"
         )
 
 
@@ -387,6 +428,8 @@ def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[F
         findings.append(Finding("fail", "hvac, the Vault client, is not in this build"))
     except (requests.exceptions.RequestException, hvac.exceptions.VaultError) as exc:
         findings.append(Finding("fail", f"Vault at {rule.address} did not answer: {type(exc).__name__}"))
+    except OSError as exc:  # requests' word for a caFile it cannot use
+        findings.append(Finding("fail", f"Vault at {rule.address} not asked: {_scrub(str(exc), [])}"))
     return findings
 
 

@@ -112,7 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="have the kubelet send pods' service account tokens",
     )
-    option("--audience", default=None, help="token audience (eks, aks: a default)")
+    option(
+        "--audience",
+        default=None,
+        help="token audience (eks, aks: a default; required with vault, files or identity rules)",
+    )
     option(
         "--annotation-key",
         action="append",

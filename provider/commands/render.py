@@ -21,6 +21,7 @@ from provider.commands.common import (
     UsageError,
     load_provider_config,
 )
+from provider.config import ProviderConfig
 from provider.kubeletconfig import encode
 from provider.ops.rendering import (
     ObjectList,
@@ -28,6 +29,7 @@ from provider.ops.rendering import (
     RenderError,
     RenderOptions,
     TokenMode,
+    explicit_audience_reason,
     rbac_objects,
     render,
 )
@@ -67,7 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--audience",
-        help="token audience (default for eks: sts.amazonaws.com, aks: api://AzureADTokenExchange)",
+        help=(
+            "token audience (default for eks: sts.amazonaws.com, aks: api://AzureADTokenExchange; "
+            "required with vault, files or identity rules)"
+        ),
         default=None,
     )
     parser.add_argument(
@@ -118,15 +123,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
 
 
-def _audience(args: argparse.Namespace) -> str:
-    audience: str | None = args.audience or TOKEN_AUDIENCES.get(args.flavor or "")
-    if not audience:
+def _audience(args: argparse.Namespace, config: ProviderConfig) -> str:
+    """``--audience``, else the flavour's default when it fits every rule of ``config``."""
+    if args.audience:
+        given: str = args.audience
+        return given
+    default = TOKEN_AUDIENCES.get(args.flavor or "")
+    if not default:
         raise UsageError(f"token mode needs --audience (no default for flavor {args.flavor or 'none'})")
-    return audience
+    reason = explicit_audience_reason(config)
+    if reason is not None:
+        raise UsageError(
+            f"token mode needs --audience: {reason} (the {args.flavor} default {default} does not fit)"
+        )
+    return default
 
 
 def _render_rbac(args: argparse.Namespace, streams: Streams) -> int:
-    items = rbac_objects(_audience(args))
+    audience = args.audience or _audience(args, load_provider_config(args.config)[1])
+    items = rbac_objects(audience)
     if (args.format or "yaml") == "json" or args.output == "json":
         emit_json(streams, ObjectList(items=items))
         return EXIT_OK
@@ -149,7 +164,9 @@ def _render(args: argparse.Namespace) -> Rendered:
     token = None
     if args.token_mode:
         token = TokenMode(
-            audience=_audience(args), annotation_keys=list(args.annotation_key), cache_type=args.cache_type
+            audience=_audience(args, config),
+            annotation_keys=list(args.annotation_key),
+            cache_type=args.cache_type,
         )
     elif args.annotation_key or args.audience:
         raise UsageError("--audience and --annotation-key only apply with --token-mode")

@@ -34,7 +34,7 @@ from provider.install.kubeletflags import FlagsError, FlagsPlan, plan_flags, rem
 from provider.install.options import InstallError, Options
 from provider.install.pythons import advice, kubelet_pythons, os_release
 from provider.kubeletconfig import CredentialProvider
-from provider.ops.rendering import RenderError, build, token_attributes
+from provider.ops.rendering import RenderError, build, explicit_audience_reason, token_attributes
 from provider.platforms import TOKEN_AUDIENCES
 
 __all__ = ["Plan", "choose_flavour", "kubelet_version", "plan"]
@@ -148,6 +148,12 @@ def _our_provider(
         audience = options.audience or TOKEN_AUDIENCES.get(flavour.name)
         if not audience:
             raise InstallError(f"--token-mode needs --audience (no default for flavour {flavour.name})")
+        reason = None if options.audience else explicit_audience_reason(config)
+        if reason is not None:
+            raise InstallError(
+                f"--token-mode needs --audience: {reason} "
+                f"(the {flavour.name} default {audience} does not fit)"
+            )
         token, more = token_attributes(config, audience, options.annotation_keys, options.cache_type)
         warnings += more
     try:

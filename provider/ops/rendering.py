@@ -37,6 +37,7 @@ __all__ = [
     "Rendered",
     "TokenMode",
     "build",
+    "explicit_audience_reason",
     "match_images",
     "rbac_objects",
     "render",
@@ -178,6 +179,28 @@ def match_images(config: ProviderConfig, *, partial: bool) -> tuple[list[str], l
     if not kept:
         raise RenderError("no rule has a 'match' glob: there is nothing for matchImages")
     return kept, warnings
+
+
+# Backends whose token audience is the operator's choice (Vault's bound_audiences, or none at
+# all when only the token's claims are read): a platform's federation audience would mint
+# tokens valid at that cloud's STS for pulls that never go there.
+OWN_AUDIENCE_BACKENDS = ("vault", "files")
+
+
+def explicit_audience_reason(config: ProviderConfig) -> str | None:
+    """Why token mode needs an explicit audience for ``config`` (the rules that choose their
+    own), or None when a platform's default audience fits every rule."""
+    rules = [
+        f"rules[{index}] ({rule.backend}{', an identity rule' if rule.identity_rule else ''})"
+        for index, rule in enumerate(config.rules)
+        if rule.backend in OWN_AUDIENCE_BACKENDS or rule.identity_rule
+    ]
+    if not rules:
+        return None
+    return (
+        f"{', '.join(rules[:3])}{' ...' if len(rules) > 3 else ''} read the service account token for "
+        "an audience only you can name (for vault, the role's bound_audiences): pass --audience"
+    )
 
 
 def token_attributes(

@@ -7,6 +7,8 @@ Nothing real can run here, so each fake follows the protocol as clients see it, 
   ``GET /metadata/identity/oauth2/token?resource=...`` issues a token for the system-assigned
   identity or a user-assigned one named by ``client_id``, ``mi_res_id`` or ``msi_res_id``
   (unknown: 400). ``mode`` ``hang`` never answers in time.
+- ``AppServiceIdentity`` (http, as it is): the App Service managed identity endpoint that
+  ``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER`` name (azure-identity's first choice over IMDS).
 - ``EntraFake`` (https, with a test CA: the authority must be https): the tenant's OpenID
   configuration and ``POST /<tenant>/oauth2/v2.0/token`` for ``client_credentials`` with a
   client secret or a client assertion (a JWT; an expired one is refused with AADSTS700024); a
@@ -179,6 +181,53 @@ class AzureImds(ThreadedServer):
 
     def token_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == "/metadata/identity/oauth2/token"]
+
+
+class AppServiceIdentity(ThreadedServer):
+    """The App Service / Functions managed identity endpoint (``IDENTITY_ENDPOINT`` and
+    ``IDENTITY_HEADER``), as documented: ``GET <endpoint>?api-version=2019-08-01&resource=...``
+    (``client_id`` / ``mi_res_id`` for a user-assigned identity) with header
+    ``X-IDENTITY-HEADER`` equal to ``header``, else 400; another api-version is 400; a resource
+    other than ACR's is 500, as the real one answers it; a token carries ``expires_on`` (epoch
+    seconds, a string). ``url`` is what ``IDENTITY_ENDPOINT`` should hold."""
+
+    def __init__(self, book: TokenBook, tenant: str, header: str) -> None:
+        self.book = book
+        self.tenant = tenant
+        self.header = header
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(_Handler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                given = self.headers.get("X-IDENTITY-HEADER", "")
+                header_ok = bool(given) and secrets.compare_digest(given, fake.header)
+                fake.requests.append({"path": url.path, "query": sorted(query), "header_ok": header_ok})
+                if url.path != "/msi/token":
+                    self.reply(404, {"statusCode": 404, "message": "not found"})
+                    return
+                if not header_ok:
+                    self.reply(400, {"statusCode": 400, "message": "Missing or invalid X-IDENTITY-HEADER"})
+                    return
+                if query.get("api-version") != "2019-08-01":
+                    self.reply(400, {"statusCode": 400, "message": "Unsupported api-version"})
+                    return
+                if query.get("resource") != ACR_RESOURCE:
+                    self.reply(500, {"statusCode": 500, "message": "An unexpected error occured"})
+                    return
+                who = "mi:" + (query.get("client_id") or query.get("mi_res_id") or "app-service")
+                token = fake.book.issue_access(fake.tenant, who)
+                self.reply(200, {"access_token": token, "expires_on": str(int(time.time()) + 3600),
+                                 "resource": ACR_RESOURCE, "token_type": "Bearer",
+                                 "client_id": "88888888-8888-8888-8888-888888888888"})  # fmt: skip
+
+        self.serve(_Server(("127.0.0.1", 0), Handler), "app-service-identity")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/msi/token"
 
 
 class EntraFake(ThreadedServer):

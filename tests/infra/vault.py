@@ -12,6 +12,11 @@ No Vault server can be installed here, so this follows Vault's documented API:
   allows the path (a role's ``paths``, with ``{namespace}``/``{serviceAccount}`` of the login), else
   403 ``permission denied``; a missing secret is 404 ``{"errors": []}``; a hit returns
   ``data.data``, ``data.metadata.version`` and ``lease_duration`` 0, as KV v2 does.
+- ``GET /v1/sys/health`` (unauthenticated): 200 with ``initialized``, ``sealed``, ``standby``...
+  when active; 503 when ``sealed``, as Vault's defaults are.
+- Tokens made outside a login (``create_token``, as ``vault token create`` or Vault Agent's
+  sink file) read what their ``paths`` allow until ``revoke``; an unknown or revoked token is
+  403 ``permission denied``.
 - Anything else: 404 ``unsupported path`` / 405.
 
 ``requests`` records every call (method, path, status, and the role or token's role, never a token).
@@ -122,6 +127,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.server.fake
+        if self.path.split("?")[0] == "/v1/sys/health":
+            body = {"initialized": True, "sealed": fake.sealed, "standby": False,
+                    "performance_standby": False, "replication_performance_mode": "disabled",
+                    "replication_dr_mode": "disabled", "server_time_utc": 1767225600,
+                    "version": "1.19.0", "cluster_name": "vault-fake", "cluster_id": "fake"}  # fmt: skip
+            self._reply(503 if fake.sealed else 200, body)
+            return
         token = self.headers.get("X-Vault-Token", "")
         login = fake._tokens.get(token)
         for mount in fake.kv:
@@ -174,6 +186,8 @@ class VaultFake(ThreadedServer):
         self._tokens: dict[str, _Login] = {}
         self._lock = threading.Lock()
         self._tls = tls
+        self.sealed = False
+        self._token_roles: dict[str, VaultRole] = {}  # create_token's, by role name
 
     def start(self) -> VaultFake:
         server = _Server(self)
@@ -198,13 +212,24 @@ class VaultFake(ThreadedServer):
         versions.append(dict(data))
         return len(versions)
 
+    def create_token(self, paths: tuple[str, ...], role: str = "node-token") -> str:
+        """A token that may read ``paths`` (no placeholders), made outside any login."""
+        self._token_roles[role] = VaultRole(paths=paths)
+        token = "hvs." + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = _Login("", role, "", "")
+        return token
+
+    def revoke(self, token: str) -> None:
+        with self._lock:
+            self._tokens.pop(token, None)
+
     def _record(self, call: VaultCall) -> None:
         with self._lock:
             self.requests.append(call)
 
     def _allowed(self, login: _Login, path: str) -> bool:
-        _, roles = self.mounts[login.mount]
-        role = roles[login.role]
+        role = self._token_roles[login.role] if not login.mount else self.mounts[login.mount][1][login.role]
         allowed = (
             template.format(namespace=login.namespace, serviceAccount=login.service_account)
             for template in role.paths
