@@ -15,7 +15,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test system-deps bench lint typecheck pytest zipapp dist lock clean
+.PHONY: run test system-deps bench lint typecheck pytest zipapp dist standalone lock clean
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -56,6 +56,12 @@ $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packagi
 # wheels, botocore's data trimmed), install.sh, PACKAGES.txt (versions, licenses), SHA256SUMS.
 dist: $(VENV)/.installed
 	$(BIN)/python packaging/build_release.py --output-dir dist/release --runtime-pex-root $(RUNTIME_PEX_ROOT)
+
+# The self-contained form per CPU in dist/standalone: a tar.gz of one directory bringing
+# bullseye's CPython 3.9 (PyInstaller, built in a debootstrapped bullseye root; arm64 under
+# qemu-user-static). Needs root; roots and builds are cached (packaging/build_standalone.py).
+standalone: $(VENV)/.installed
+	$(BIN)/python packaging/build_standalone.py --output-dir dist/standalone
 
 # Re-pin what goes into the zipapp (only when deliberately upgrading).
 lock: $(VENV)/.installed
