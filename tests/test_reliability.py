@@ -11,7 +11,7 @@ import pytest
 from provider.errors import RequestError
 from provider.kubelet import decode_request
 from tests.infra.moto import MotoServer
-from tests.reliability import config_fuzz, faults, hostile, stdin_fuzz
+from tests.reliability import cache_faults, config_fuzz, faults, hostile, soak, stdin_fuzz
 from tests.reliability.common import Tally
 
 
@@ -49,3 +49,25 @@ def test_hostile_hosts_slice(zipapp: Path, tmp_path: Path) -> None:
 
 def test_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
     clean(faults.run(tmp_path, moto_server, faults=("status:503", "reset", "dns"), token_seconds=40.0))
+
+
+def test_soak_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
+    tally = soak.run(tmp_path, moto_server, execs=32, rounds=2)
+    clean(tally)
+    assert tally.notes["soak"] == {
+        "execs": 64,
+        "rounds": 2,
+        "concurrency": 16,
+        "registries": 8,
+        "upstream_calls": 8,
+    }
+
+
+def test_cache_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
+    clean(
+        cache_faults.run(
+            tmp_path,
+            moto_server,
+            cases=("corrupt database", "full disk", "world-writable dir", "planted db symlink"),
+        )
+    )
