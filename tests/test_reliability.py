@@ -11,7 +11,7 @@ import pytest
 from provider.errors import RequestError
 from provider.kubelet import decode_request
 from tests.infra.moto import MotoServer
-from tests.reliability import cache_faults, config_fuzz, faults, hostile, soak, stdin_fuzz
+from tests.reliability import cache_faults, config_fuzz, faults, hostile, hygiene, soak, stdin_fuzz
 from tests.reliability.common import Tally
 
 
@@ -71,3 +71,9 @@ def test_cache_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServe
             cases=("corrupt database", "full disk", "world-writable dir", "planted db symlink"),
         )
     )
+
+
+def test_operator_commands_name_no_secret(zipapp: Path, tmp_path: Path) -> None:
+    tally = hygiene.run(tmp_path)
+    clean(tally)
+    assert tally.cases == 36

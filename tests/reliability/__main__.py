@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.infra.azure import start_azure
 from tests.infra.moto import start_moto_server
-from tests.reliability import cache_faults, config_fuzz, faults, hostile, soak, stdin_fuzz
+from tests.reliability import cache_faults, config_fuzz, faults, hostile, hygiene, soak, stdin_fuzz
 from tests.reliability.common import ROOT, ZIPAPP, Tally
 
 STDIN_CASES = 10_000
@@ -37,6 +37,7 @@ def main() -> int:
             ("config files", lambda: config_fuzz.run_files(root / "files", ZIPAPP)),
             ("hostile hosts", lambda: hostile.run(root / "hostile")),
             ("stdin fuzz", lambda: stdin_fuzz.run(root / "stdin", STDIN_CASES)),
+            ("operator secrets", lambda: hygiene.run(root / "hygiene")),
         ]
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)
