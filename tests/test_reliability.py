@@ -11,7 +11,16 @@ import pytest
 from provider.errors import RequestError
 from provider.kubelet import decode_request
 from tests.infra.moto import MotoServer
-from tests.reliability import cache_faults, config_fuzz, faults, hostile, hygiene, soak, stdin_fuzz
+from tests.reliability import (
+    cache_faults,
+    config_fuzz,
+    faults,
+    faults_google,
+    hostile,
+    hygiene,
+    soak,
+    stdin_fuzz,
+)
 from tests.reliability.common import Tally
 
 
@@ -77,3 +86,9 @@ def test_operator_commands_name_no_secret(zipapp: Path, tmp_path: Path) -> None:
     tally = hygiene.run(tmp_path)
     clean(tally)
     assert tally.cases == 36
+
+
+def test_gar_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    tally = faults_google.run(tmp_path, faults=("status:503", "reset", "dns"))
+    clean(tally)
+    assert tally.cases == 3

@@ -17,7 +17,16 @@ from pathlib import Path
 
 from tests.infra.azure import start_azure
 from tests.infra.moto import start_moto_server
-from tests.reliability import cache_faults, config_fuzz, faults, hostile, hygiene, soak, stdin_fuzz
+from tests.reliability import (
+    cache_faults,
+    config_fuzz,
+    faults,
+    faults_google,
+    hostile,
+    hygiene,
+    soak,
+    stdin_fuzz,
+)
 from tests.reliability.common import ROOT, ZIPAPP, Tally
 
 STDIN_CASES = 10_000
@@ -38,6 +47,7 @@ def main() -> int:
             ("hostile hosts", lambda: hostile.run(root / "hostile")),
             ("stdin fuzz", lambda: stdin_fuzz.run(root / "stdin", STDIN_CASES)),
             ("operator secrets", lambda: hygiene.run(root / "hygiene")),
+            ("gar faults", lambda: faults_google.run(root / "gar-faults")),
         ]
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -69,7 +79,8 @@ def main() -> int:
         (s for t in tallies if t.part.startswith("config") for s in t.worst.values()), default=0.0
     )
     fault_worst = max(
-        (s for t in tallies if t.part == "fault injection" for s in t.worst.values()), default=0.0
+        (s for t in tallies if t.part in ("fault injection", "gar faults") for s in t.worst.values()),
+        default=0.0,
     )
     goals = {
         "config_case_under_1s": {
