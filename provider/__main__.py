@@ -337,13 +337,13 @@ def main(
         stderr.write(f"{PROG}: interrupted\n")
         return EXIT_FAILURE
     except Exception as exc:
+        from provider.redact import redact
+
         if debug:
             import traceback
 
-            traceback.print_exc(file=stderr)
+            stderr.write(redact(traceback.format_exc()))  # exception text may quote a secret
         message = f"error: {exc}" if isinstance(exc, ProviderError) else _internal_error(exc)
-        from provider.redact import redact
-
         stderr.write(redact(f"{PROG}: {message}\n"))
         return EXIT_FAILURE
 

@@ -27,6 +27,7 @@ from provider.errors import CredentialSourceError
 from provider.fastpath import answer as fast_answer
 from provider.identity import identity, token_claims
 from provider.kubelet import CredentialProviderRequest
+from tests.infra.tmpfs import TmpfsError, fill, mounted_tmpfs, remount_read_only
 
 LIFETIME = 12 * 3600.0
 T0 = 2_000_000_000.0
@@ -315,25 +316,17 @@ def test_an_unreadable_entry_is_a_miss(store: CredentialStore) -> None:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs of our own (tests run as root, as the kubelet does)."""
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k,mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for this test (run as root): {result.stderr.decode().strip()}")
     try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        with mounted_tmpfs(tmp_path / "mnt") as mountpoint:
+            yield mountpoint
+    except TmpfsError as exc:
+        pytest.fail(str(exc))
 
 
 def test_read_only_disk_is_a_miss_with_one_warning(tmpfs: Path) -> None:
     directory = tmpfs / "cache"
     directory.mkdir(mode=0o700)
-    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    remount_read_only(tmpfs)
     api, clock, warnings = TokenAPI(), Clock(), list[str]()
     store = CredentialStore(str(directory), warnings.append)
     for _ in range(2):
@@ -350,13 +343,7 @@ def test_full_disk_is_a_miss_with_one_warning(tmpfs: Path) -> None:
     api, clock = TokenAPI(), Clock()
     store = CredentialStore(str(directory), warnings.append)
     obtain(api, "ecr", lookup(clock, warnings), store, "node", rng=random.Random())  # the database exists
-    try:
-        with (tmpfs / "filler").open("wb") as filler:
-            while True:
-                filler.write(b"\0" * 4096)
-                filler.flush()
-    except OSError:
-        pass  # the disk is full
+    fill(tmpfs)
     big = TokenAPI()
     big.lifetime = LIFETIME
     fetched_states = []

@@ -200,3 +200,30 @@ def test_an_aws_error_echoing_the_session_and_web_identity_tokens_is_redacted(
     message = str(failed.value)
     assert "UnrecognizedClientException: The security token <redacted> is invalid" in message
     assert leaked(message) == []
+
+
+def test_a_debug_traceback_names_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With REGISTRY_CREDENTIAL_PROVIDER_DEBUG=1 an internal error prints its traceback, whose
+    exception text may quote what a library was given: it is redacted like every other line."""
+    from provider import core
+    from provider.errors import ProviderError
+
+    config, env, request = _leaky_helper_setup(tmp_path)
+    real_answer = core.answer
+
+    def quoting_answer(*args: object, **kwargs: object) -> object:
+        try:
+            return real_answer(*args, **kwargs)  # type: ignore[arg-type]
+        except ProviderError as exc:  # a library quoting the secret it was handed
+            raise RuntimeError(f"could not use {FILE_PASSWORD} or {SA_TOKEN}") from exc
+
+    monkeypatch.setattr(core, "answer", quoting_answer)
+    for name, value in {**env, "REGISTRY_CREDENTIAL_PROVIDER_DEBUG": "1"}.items():
+        monkeypatch.setenv(name, value)
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    code = main(["--config", str(config)], stdin=io.BytesIO(request), stdout=stdout, stderr=stderr)
+    assert code == 1
+    assert stdout.getvalue() == b""
+    assert "Traceback" in stderr.getvalue()
+    assert "RuntimeError" in stderr.getvalue()
+    assert leaked(stderr.getvalue()) == []

@@ -11,7 +11,16 @@ import pytest
 from provider.errors import RequestError
 from provider.kubelet import decode_request
 from tests.infra.moto import MotoServer
-from tests.reliability import config_fuzz, faults, hostile, stdin_fuzz
+from tests.reliability import (
+    cache_faults,
+    config_fuzz,
+    faults,
+    faults_google,
+    hostile,
+    hygiene,
+    soak,
+    stdin_fuzz,
+)
 from tests.reliability.common import Tally
 
 
@@ -51,3 +60,37 @@ def test_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> 
     # 70 s tokens: past the refresh point (72 % of the life) 19 s are left, room for a slow
     # machine's execs and retries above the 10 s a stale credential must still have.
     clean(faults.run(tmp_path, moto_server, faults=("status:503", "reset", "dns"), token_seconds=70.0))
+
+
+def test_soak_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
+    tally = soak.run(tmp_path, moto_server, execs=32, rounds=2)
+    clean(tally)
+    assert tally.notes["soak"] == {
+        "execs": 64,
+        "rounds": 2,
+        "concurrency": 16,
+        "registries": 8,
+        "upstream_calls": 8,
+    }
+
+
+def test_cache_faults_slice(zipapp: Path, tmp_path: Path, moto_server: MotoServer) -> None:
+    clean(
+        cache_faults.run(
+            tmp_path,
+            moto_server,
+            cases=("corrupt database", "full disk", "world-writable dir", "planted db symlink"),
+        )
+    )
+
+
+def test_operator_commands_name_no_secret(zipapp: Path, tmp_path: Path) -> None:
+    tally = hygiene.run(tmp_path)
+    clean(tally)
+    assert tally.cases == 36
+
+
+def test_gar_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    tally = faults_google.run(tmp_path, faults=("status:503", "reset", "dns"))
+    clean(tally)
+    assert tally.cases == 3

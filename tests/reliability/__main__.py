@@ -2,7 +2,8 @@
 
 Counts: 10,000 stdin cases (2 execs at a time), every config field wrong in every way as JSON
 and YAML (over 2,000 documents each), hostile config files, every fault cold and warm, every
-look-alike host under two configs. Exit 1 if any part failed or any secret was found."""
+look-alike host under two configs, every cache fault, and the soak (200 execs, 16 at a time, 3
+kubelet restarts, 8 registries: 5 credential helper hosts, ECR, GAR and ACR). Exit 1 if any part failed or any secret was found."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.infra.azure import start_azure
 from tests.infra.moto import start_moto_server
-from tests.reliability import config_fuzz, faults, hostile, stdin_fuzz
+from tests.reliability import (
+    cache_faults,
+    config_fuzz,
+    faults,
+    faults_google,
+    hostile,
+    hygiene,
+    soak,
+    stdin_fuzz,
+)
 from tests.reliability.common import ROOT, ZIPAPP, Tally
 
 STDIN_CASES = 10_000
@@ -35,6 +46,8 @@ def main() -> int:
             ("config files", lambda: config_fuzz.run_files(root / "files", ZIPAPP)),
             ("hostile hosts", lambda: hostile.run(root / "hostile")),
             ("stdin fuzz", lambda: stdin_fuzz.run(root / "stdin", STDIN_CASES)),
+            ("operator secrets", lambda: hygiene.run(root / "hygiene")),
+            ("gar faults", lambda: faults_google.run(root / "gar-faults")),
         ]
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -43,6 +56,14 @@ def main() -> int:
         moto = start_moto_server(root / "moto")
         try:
             tallies.append(faults.run(root / "faults", moto))
+            print("running cache faults ...", file=sys.stderr, flush=True)
+            tallies.append(cache_faults.run(root / "cache-faults", moto))
+            print("running soak ...", file=sys.stderr, flush=True)
+            azure = start_azure(root / "azure")
+            try:
+                tallies.append(soak.run(root / "soak", moto, azure=azure))
+            finally:
+                azure.stop()
         finally:
             moto.stop()
     header = ("part", "cases", "failures", "secrets", "worst (s)", "worst case")
@@ -58,7 +79,8 @@ def main() -> int:
         (s for t in tallies if t.part.startswith("config") for s in t.worst.values()), default=0.0
     )
     fault_worst = max(
-        (s for t in tallies if t.part == "fault injection" for s in t.worst.values()), default=0.0
+        (s for t in tallies if t.part in ("fault injection", "gar faults") for s in t.worst.values()),
+        default=0.0,
     )
     goals = {
         "config_case_under_1s": {

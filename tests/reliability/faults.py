@@ -27,7 +27,7 @@ FAULTS = ("status:500", "status:503", "status:429", "throttling", "reset", "slow
 KUBELET_SECONDS = 60.0
 
 
-def _config(root: Path) -> Path:
+def ecr_config(root: Path) -> Path:
     path = root / "ecr.json"
     path.write_text(
         json.dumps(
@@ -42,7 +42,7 @@ def _config(root: Path) -> Path:
     return path
 
 
-def _env(root: Path, endpoint: str) -> dict[str, str]:
+def ecr_env(root: Path, endpoint: str) -> dict[str, str]:
     return base_env(
         {
             "AWS_ENDPOINT_URL_ECR": endpoint,
@@ -79,7 +79,9 @@ def _one_fault(
         with FaultProxy("127.0.0.1", front.port) as proxy:
             warm_root = root / f"{fault.replace(':', '-')}-warm"
             warm_root.mkdir(parents=True, exist_ok=True)
-            primed = run_plugin(["--config", str(_config(warm_root))], request, _env(warm_root, proxy.url))
+            primed = run_plugin(
+                ["--config", str(ecr_config(warm_root))], request, ecr_env(warm_root, proxy.url)
+            )
             if primed.code != 0:
                 tally.fail("priming-failed", primed.stderr.decode(errors="replace"))
                 return
@@ -89,7 +91,9 @@ def _one_fault(
                 if state == "warm":
                     time.sleep(max(0.0, primed_at + token_seconds * 0.72 - time.monotonic()))
                 endpoint = _arm(fault, proxy, front)
-                result = run_plugin(["--config", str(_config(case_root))], request, _env(case_root, endpoint))
+                result = run_plugin(
+                    ["--config", str(ecr_config(case_root))], request, ecr_env(case_root, endpoint)
+                )
                 front.heal()
                 proxy.mode = "pass"
                 tally.case(f"{fault} {state}", result.seconds)

@@ -67,6 +67,15 @@ def look_alikes(host: str) -> list[str]:
     return [alike for alike in dict.fromkeys(alikes) if alike != host]
 
 
+# Zones a cloud owns outright: every name under them is that cloud's registry (another
+# customer's, maybe, but never an attacker's host), so a name there is no look-alike.
+OWNED_ZONES = ("gcr.io", "pkg.dev", "azurecr.io", "azurecr.cn", "azurecr.us")
+
+
+def _in_owned_zone(host: str) -> bool:
+    return host.isascii() and any(host.endswith("." + zone) for zone in OWNED_ZONES)
+
+
 def cases() -> list[tuple[str, str]]:
     """(backend name, look-alike host) for every cloud backend's globs."""
     from provider.backends import BACKENDS
@@ -76,7 +85,9 @@ def cases() -> list[tuple[str, str]]:
     for spec in BACKENDS:
         if spec.default_globs and issubclass(spec.rule, CloudRule):
             for glob in spec.default_globs:
-                found += [(spec.name, alike) for alike in look_alikes(real_host(glob))]
+                found += [
+                    (spec.name, alike) for alike in look_alikes(real_host(glob)) if not _in_owned_zone(alike)
+                ]
     return found
 
 
