@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+from typing import Any
 
 NODE = "node"
 
@@ -31,8 +32,9 @@ class ServiceAccountClaims:
         return f"ServiceAccountClaims({self.namespace!r}, {self.name!r}, {self.uid!r})"
 
 
-def token_claims(token: str) -> ServiceAccountClaims | None:
-    """The ``kubernetes.io`` claims of a service account JWT, or None if it is not one."""
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without verifying it (whoever the token is for verifies it),
+    or None when ``token`` is not a JWT with a JSON object for claims."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -41,7 +43,13 @@ def token_claims(token: str) -> ServiceAccountClaims | None:
         claims = json.loads(binascii.a2b_base64(payload + "=" * (-len(payload) % 4)))
     except (binascii.Error, ValueError):
         return None
-    kubernetes = claims.get("kubernetes.io") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def token_claims(token: str) -> ServiceAccountClaims | None:
+    """The ``kubernetes.io`` claims of a service account JWT, or None if it is not one."""
+    claims = jwt_claims(token)
+    kubernetes = claims.get("kubernetes.io") if claims is not None else None
     if not isinstance(kubernetes, dict):
         return None
     account = kubernetes.get("serviceaccount")

@@ -6,10 +6,9 @@ other implementation. Nothing here imports botocore.
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple, Protocol
 
-from provider.errors import CloudCredentialError
+from provider.budget import CallBudget
 
 __all__ = ["AwsApi", "Budget", "RoleCredentials", "Target", "TokenData"]
 
@@ -54,23 +53,11 @@ class RoleCredentials(NamedTuple):
         return (self.access_key_id, self.secret_access_key, self.session_token)
 
 
-class Budget:
+class Budget(CallBudget):
     """The time all AWS calls of one lookup may take together (monotonic clock)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._ends = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._ends - time.monotonic())
-
-    def check(self, what: str) -> None:
-        """Raise ``CloudCredentialError`` when nothing is left before ``what``."""
-        if self.remaining() <= 0:
-            raise CloudCredentialError(
-                f"gave up before {what}: the AWS calls of this lookup took more than {self.seconds:.0f}s "
-                "(a slow or unreachable endpoint, IMDS or proxy; the kubelet retries on the next pull)"
-            )
+    CALLS = "AWS calls"
+    CAUSES = "a slow or unreachable endpoint, IMDS or proxy"
 
 
 class AwsApi(Protocol):

@@ -14,7 +14,6 @@ another ACR login server): never to a host the challenge merely names.
 
 from __future__ import annotations
 
-import binascii
 import json
 import random
 import time
@@ -48,15 +47,10 @@ class RefreshToken(NamedTuple):
 
 def token_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, read without verifying it (the registry verifies it)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1].replace("-", "+").replace("_", "/")
-    try:
-        claims = json.loads(binascii.a2b_base64(payload + "=" * (-len(payload) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    from provider.identity import jwt_claims
+
+    claims = jwt_claims(token)
+    exp = claims.get("exp") if claims is not None else None
     return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
 
 

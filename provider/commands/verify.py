@@ -11,7 +11,6 @@ Nothing secret is printed: not the password, not the token.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,7 @@ from provider.commands.common import (
 )
 from provider.deadline import Deadline
 from provider.errors import ProviderError
+from provider.identity import jwt_claims
 from provider.imageref import ImageRef, ImageRefError, normalize, registry_endpoint
 from provider.kubelet import API_VERSIONS, AuthConfig, decode_response, request_bytes
 from provider.locations import config_path
@@ -115,17 +115,6 @@ def _excerpt(response: Response, secrets: list[str]) -> str:
     # that straddles the cut, must not come out in part.
     register(*secrets)
     return excerpt(text, MAX_EXCERPT_CHARS)
-
-
-def _jwt_claims(token: str) -> dict[str, Any] | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = msgspec.json.decode(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, msgspec.DecodeError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 def _granted_actions(claims: dict[str, Any], repository: str) -> list[str] | None:
@@ -289,7 +278,7 @@ class _Verification:
         if not token:
             raise self.fail("token", f"{realm} answered 200 without a token")
         self.secrets.append(token)
-        claims = _jwt_claims(token)
+        claims = jwt_claims(token)
         granted = _granted_actions(claims, repository) if claims is not None else None
         if granted is not None and "pull" not in granted:
             if auth is None:

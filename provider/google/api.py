@@ -6,11 +6,10 @@ any other implementation. Nothing here imports google-auth.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from provider.errors import CloudCredentialError
+from provider.budget import CallBudget
 
 __all__ = ["METADATA_HOST", "AccessToken", "Budget", "Federation", "GoogleApi", "metadata_host"]
 
@@ -44,23 +43,11 @@ class Federation(NamedTuple):
     iam_url: str
 
 
-class Budget:
+class Budget(CallBudget):
     """The time all Google calls of one lookup may take together (monotonic clock)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._ends = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self._ends - time.monotonic())
-
-    def check(self, what: str) -> None:
-        """Raise ``CloudCredentialError`` when nothing is left before ``what``."""
-        if self.remaining() <= 0:
-            raise CloudCredentialError(
-                f"gave up before {what}: the Google calls of this lookup took more than {self.seconds:.0f}s "
-                "(a slow or unreachable metadata server, STS or proxy; the kubelet retries on the next pull)"
-            )
+    CALLS = "Google calls"
+    CAUSES = "a slow or unreachable metadata server, STS or proxy"
 
 
 class GoogleApi(Protocol):
