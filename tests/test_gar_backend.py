@@ -392,3 +392,33 @@ def test_doctor_asks_the_metadata_server_and_for_the_token(google: GoogleFake) -
     )
     assert [finding.status for finding in bad] == ["ok", "fail"]
     assert "HTTP 404" in bad[1].detail
+
+
+def test_a_failing_metadata_server_is_an_error_not_a_node_off_google() -> None:
+    """A metadata server that says it is Google's but answers 503 (throttled, restarting) is
+    there: the lookup fails with a reason, instead of handing the image to the next rule."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Busy(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Metadata-Flavor", "Google")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(CloudCredentialError) as failed:
+            GarBackend().get_credentials(
+                lookup("gcr.io/p/app", GarRule(), {"GCE_METADATA_HOST": host}, deadline=5.0)
+            )
+        assert not isinstance(failed.value, NoIdentityError)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -161,7 +161,9 @@ def _metadata(environ: Mapping[str, str]) -> MetadataProbe:
         method="GET",
         url=f"http://{metadata_host(environ)}/computeMetadata/v1/instance/service-accounts/",
         headers={"Metadata-Flavor": "Google"},
-        accept=lambda status, headers: status == 200 and headers.get("metadata-flavor") == "Google",
+        # Google's header says the server is there, whatever the status: a throttled or failing
+        # metadata server is an error to report, not a node off Google to hand over.
+        accept=lambda status, headers: headers.get("metadata-flavor") == "Google",
     )
 
 
