@@ -95,12 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: dict[str, Any], role: str = "") -> None:
         data = json.dumps(body).encode()
+        # Recorded before the reply leaves: a client that has its answer finds the call counted.
+        self.server.fake._record(VaultCall(self.command, self.path, status, role))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        self.server.fake._record(VaultCall(self.command, self.path, status, role))
 
     def _body(self) -> dict[str, Any] | None:
         length = int(self.headers.get("Content-Length") or 0)
