@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 
 from provider.backends.base import Answer, BackendSpec, CloudRule, Credential, Finding, Lookup, RuleBase
-from provider.backends.presence import IdentitySource, MetadataProbe, find_identity, require_identity
+from provider.backends.presence import IdentitySource, MetadataProbe, identity_findings, require_identity
 from provider.errors import CloudCredentialError, ConfigError, ProviderError
 
 if TYPE_CHECKING:
@@ -356,16 +356,9 @@ def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[F
     """Is there an Azure identity here; and for the login servers the rule names (mirror
     targets, literal ``match`` hosts), does the exchange give a refresh token."""
     assert isinstance(rule, AcrRule)
-    presence = find_identity(IDENTITY, environ, timeout)
-    if not presence.found:
-        if rule.on_no_identity == "next":
-            detail = (
-                f"not on Azure ({presence.detail}): its images go to the next matching rule "
-                "(onNoIdentity: next)"
-            )
-            return [Finding("ok", detail, presence.date)]
-        return [Finding("fail", presence.detail, presence.date)]
-    findings = [Finding("ok", presence.detail, presence.date)]
+    found, findings = identity_findings(IDENTITY, "Azure", rule, environ, timeout)
+    if not found:
+        return findings
     servers = sorted({*_mirrors(rule, environ).values(), *_literal_hosts(rule)})[:3]
     for server in servers:
         findings.append(_probe_exchange(rule, server, environ, timeout))

@@ -30,7 +30,7 @@ from provider.backends.base import Answer, BackendSpec, CloudRule, Credential, F
 from provider.backends.presence import (
     IdentitySource,
     MetadataProbe,
-    find_identity,
+    identity_findings,
     require_identity,
 )
 from provider.errors import CloudCredentialError, ConfigError
@@ -332,16 +332,10 @@ def _token_probe(rule: GarRule, environ: Mapping[str, str], timeout: float) -> F
 def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[Finding]:
     """The metadata server, then the token the node's identity would use."""
     assert isinstance(rule, GarRule)
-    presence = find_identity(IDENTITY, environ, timeout)
-    if not presence.found:
-        if rule.on_no_identity == "next":
-            detail = (
-                f"not on Google Cloud ({presence.detail}): its images go to the next matching rule "
-                "(onNoIdentity: next)"
-            )
-            return [Finding("ok", detail, presence.date)]
-        return [Finding("fail", presence.detail, presence.date)]
-    findings = [Finding("ok", presence.detail, presence.date), _token_probe(rule, environ, timeout)]
+    found, findings = identity_findings(IDENTITY, "Google Cloud", rule, environ, timeout)
+    if not found:
+        return findings
+    findings.append(_token_probe(rule, environ, timeout))
     if rule.pod_identity != "never" and audience_of(rule) is None:
         findings.append(
             Finding(

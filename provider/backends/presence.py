@@ -114,6 +114,23 @@ def find_identity(
     return Presence(False, f"no identity source: {what}", date)
 
 
+def identity_findings(
+    source: IdentitySource, title: str, rule: RuleBase, environ: Mapping[str, str], timeout: float
+) -> tuple[bool, list[Finding]]:
+    """Whether this node has an identity for ``source``, and doctor's line about it: found (ok),
+    not found with ``onNoIdentity: next`` (ok: its images go to the next rule), or not found (fail)."""
+    presence = find_identity(source, environ, timeout)
+    if presence.found:
+        return True, [Finding("ok", presence.detail, presence.date)]
+    if isinstance(rule, CloudRule) and rule.on_no_identity == "next":
+        detail = (
+            f"not on {title} ({presence.detail}): its images go to the next matching rule "
+            "(onNoIdentity: next)"
+        )
+        return False, [Finding("ok", detail, presence.date)]
+    return False, [Finding("fail", presence.detail, presence.date)]
+
+
 def doctor_for(
     source: IdentitySource, title: str
 ) -> Callable[[RuleBase, Mapping[str, str], float], list[Finding]]:
@@ -121,16 +138,7 @@ def doctor_for(
     happens to the rule's images if not."""
 
     def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[Finding]:
-        presence = find_identity(source, environ, timeout)
-        if presence.found:
-            return [Finding("ok", presence.detail, presence.date)]
-        if isinstance(rule, CloudRule) and rule.on_no_identity == "next":
-            detail = (
-                f"not on {title} ({presence.detail}): its images go to the next matching rule "
-                "(onNoIdentity: next)"
-            )
-            return [Finding("ok", detail, presence.date)]
-        return [Finding("fail", presence.detail, presence.date)]
+        return identity_findings(source, title, rule, environ, timeout)[1]
 
     return doctor
 
