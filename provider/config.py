@@ -22,7 +22,7 @@ rule with a matching entry answers. A rule without ``match`` answers every image
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import msgspec
 
@@ -74,7 +74,7 @@ MAX_CONFIG_BYTES = 256 * 1024
 if TYPE_CHECKING:
     Rule = RuleBase
 else:
-    Rule = Union[tuple(spec.rule for spec in BACKENDS)]  # noqa: UP007 - built from the table at run time
+    Rule = Union[tuple(spec.rule for spec in BACKENDS)]
 
 
 class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
@@ -85,7 +85,7 @@ class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rena
     ``ServiceAccount`` shares a pod identity's credentials across its pods, ``Token`` keys them
     by the token itself."""
 
-    dir: str | None = None
+    dir: Optional[str] = None
     enabled: bool = True
     service_account_cache_type: Literal["ServiceAccount", "Token"] = "ServiceAccount"
 

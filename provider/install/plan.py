@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 import msgspec
 
@@ -55,8 +56,8 @@ class Plan(msgspec.Struct, kw_only=True):
     kubelet_config: str
     kubelet_config_flag: str
     flags: FlagsPlan
-    kubelet_version: tuple[int, int] | None
-    python: str | None
+    kubelet_version: Optional[tuple[int, int]]
+    python: Optional[str]
     notes: list[str] = msgspec.field(default_factory=list)
     warnings: list[str] = msgspec.field(default_factory=list)
 
