@@ -2,7 +2,7 @@
 list of bundled packages with their versions and licenses.
 
 Each architecture's file carries only its own wheels: pex resolves for that architecture's
-complete platforms alone (``packaging/platforms/**.json``, one per CPython 3.10-3.13, chosen
+complete platforms alone (``packaging/platforms/**.json``, one per CPython 3.9-3.13, chosen
 by their ``platform_machine``). Their manylinux tags are capped at a glibc floor
 (``--manylinux-floor``, default 2.17, i.e. manylinux2014), so no wheel needing a newer glibc
 than the oldest node we support (RHEL/CentOS 7, Amazon Linux 2 and 2023) can slip in when the
@@ -477,7 +477,7 @@ def packages_text(version: str, artifacts: Sequence[Artifact], floor: tuple[int,
     pex_version = _pex_version()
     lines = [
         f"# Packages bundled in {NAME} {version}, per release file.",
-        f"# CPython 3.10-3.13 on Linux with glibc >= {floor[0]}.{floor[1]} (manylinux wheels capped there).",
+        f"# CPython 3.9-3.13 on Linux with glibc >= {floor[0]}.{floor[1]} (manylinux wheels capped there).",
         "",
     ]
     for artifact in artifacts:

@@ -1,6 +1,6 @@
 """Build the ``registry-credential-provider`` zipapp with pex.
 
-The result is one executable file: a ``/bin/sh`` boot script that finds a CPython 3.10-3.13,
+The result is one executable file: a ``/bin/sh`` boot script that finds a CPython 3.9-3.13,
 unpacks the package and its pinned dependencies (``packaging/pex.lock``) once into a venv
 under an absolute runtime root, and afterwards execs that venv directly (~60 ms instead of
 pex's ~600 ms default start-up). Wheels are chosen for the complete platforms in
@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "packaging" / "pex.lock"
-INTERPRETER_CONSTRAINT = "CPython>=3.10,<3.14"
+INTERPRETER_CONSTRAINT = "CPython>=3.9.2,<3.14"
 ENTRY_POINT = "provider.__main__:entry_point"
 
 

@@ -1,6 +1,6 @@
 """``make dist``: one zipapp per CPU, each with only its own wheels, botocore trimmed, byte
 reproducible, checksummed, its packages listed; the x86_64 file answering on every CPython
-3.10-3.13 this machine has. The release is built once per session into a temporary directory
+3.9-3.13 this machine has. The release is built once per session into a temporary directory
 (and a second time for the reproducibility check), never taken from ``dist/``.
 """
 
@@ -78,13 +78,13 @@ def test_each_file_carries_only_its_own_wheels_and_meets_the_size_goal(release: 
     assert all(build_release.wheel_arches(w) == {arch} for w in native)
     other = "aarch64" if arch == "x86_64" else "x86_64"
     assert not [n for n in names if n.startswith(".deps/") and other in n]
-    for python in ("cp310", "cp311", "cp312", "cp313"):
+    for python in ("cp39", "cp310", "cp311", "cp312", "cp313"):
         assert any("msgspec-" in w and f"-{python}-" in w for w in wheels), python
     # The glibc floor: nothing newer than manylinux2014 (2.17) may be needed.
     for wheel in native:
         floors = [build_release.manylinux_glibc(f"x-y-{p}") for p in wheel[:-4].split("-")[-1].split(".")]
         assert min(f for f in floors if f is not None) <= build_release.MANYLINUX_FLOOR
-    assert info["interpreter_constraints"] == ["CPython<3.14,>=3.10"]
+    assert info["interpreter_constraints"] == ["CPython<3.14,>=3.9"]
 
 
 @pytest.mark.parametrize("arch", build_release.ARCHES)
@@ -114,7 +114,7 @@ def test_packages_list_names_every_bundled_distribution_with_version_and_license
 
 
 def interpreters() -> Iterator[tuple[str, str]]:
-    for minor in (10, 11, 12, 13):
+    for minor in (9, 10, 11, 12, 13):
         found = sorted(PYENV.glob(f"3.{minor}.*/bin/python3.{minor}"))
         yield f"3.{minor}", str(found[-1]) if found else ""
 
