@@ -84,7 +84,7 @@ def test_each_file_carries_only_its_own_wheels_and_meets_the_size_goal(release: 
     for wheel in native:
         floors = [build_release.manylinux_glibc(f"x-y-{p}") for p in wheel[:-4].split("-")[-1].split(".")]
         assert min(f for f in floors if f is not None) <= build_release.MANYLINUX_FLOOR
-    assert info["interpreter_constraints"] == ["CPython<3.14,>=3.9"]
+    assert info["interpreter_constraints"] == ["CPython<3.14,>=3.9.2"]
 
 
 @pytest.mark.parametrize("arch", build_release.ARCHES)
