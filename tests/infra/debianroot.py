@@ -28,7 +28,12 @@ DEBOOTSTRAP_TIMEOUT_SECONDS = 1800.0
 
 def root_key(suite: str, include: tuple[str, ...], variant: str = "minbase") -> str:
     """The cache key of a root: a hash of everything it is built from."""
-    recipe = {"suite": suite, "include": sorted(include), "variant": variant, "mirror": MIRROR}
+    recipe: dict[str, object] = {
+        "suite": suite,
+        "include": sorted(include),
+        "variant": variant,
+        "mirror": MIRROR,
+    }
     recipe["recipe"] = RECIPE_VERSION
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
