@@ -106,9 +106,9 @@ def test_packages_list_names_every_bundled_distribution_with_version_and_license
         path = artifact(release, arch)
         assert path.name in text
         for dist in build_release.bundled_distributions(path):
-            line = next(line for line in text.splitlines() if line.strip().startswith(dist.name + " "))
-            assert dist.version in line
-            assert dist.license in line
+            # One line per bundled version (the lock forks: CPython 3.9 may bundle another version).
+            lines = [line for line in text.splitlines() if line.strip().startswith(dist.name + " ")]
+            assert [line for line in lines if f" {dist.version} " in line and dist.license in line], dist
             assert dist.license != "UNKNOWN"
     assert "glibc >= 2.17" in text
 
@@ -310,7 +310,7 @@ def test_committed_aarch64_platforms_are_derived_from_the_x86_64_ones() -> None:
         assert isinstance(tags, list)
         assert not [t for t in tags if "x86_64" in t or "manylinux1_" in t or "manylinux2010_" in t]
         assert not [t for t in tags if (build_release.manylinux_glibc(t) or (2, 17)) < (2, 17)]
-    assert len(build_release.platform_files("aarch64")) == 4
+    assert len(build_release.platform_files("aarch64")) == 5  # CPython 3.9-3.13
 
 
 def test_cap_manylinux_drops_tags_needing_a_newer_glibc() -> None:
