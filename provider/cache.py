@@ -70,7 +70,7 @@ class Plan(msgspec.Struct, kw_only=True):
     cache_key_type: str = msgspec.field(name=records.CACHE_KEY_TYPE)
     cap_seconds: float = msgspec.field(name=records.CAP_SECONDS)
     deps: list[list[Any]] = msgspec.field(name=records.DEPS)
-    metrics_textfile: str | None = msgspec.field(default=None, name=records.METRICS_TEXTFILE)
+    metrics_textfile: Optional[str] = msgspec.field(default=None, name=records.METRICS_TEXTFILE)
 
 
 _credential_decoder = msgspec.json.Decoder(CachedCredential)

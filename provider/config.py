@@ -95,7 +95,7 @@ class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, re
     ``.prom`` (in the collector's ``--collector.textfile.directory``) that every kubelet-mode
     exec updates; absent: no metrics are written. Series: ``provider.metrics``."""
 
-    textfile: str | None = None
+    textfile: Optional[str] = None
 
 
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
