@@ -11,8 +11,10 @@ stamps fixed timestamps, so the same sources and lock give the same bytes.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +66,17 @@ def main() -> int:
         parser.error("--runtime-pex-root must be absolute: the kubelet runs plugins without HOME")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     output = args.output.resolve()
-    subprocess.run(pex_command(output, args.runtime_pex_root), check=True, cwd=ROOT)
+    # The release build's glibc floor here too: with a platform's own tags pex would pick the
+    # newest manylinux wheel (cryptography's needs glibc 2.34), which Debian 11 and RHEL 8 lack.
+    from build_release import MANYLINUX_FLOOR, cap_manylinux
+
+    with tempfile.TemporaryDirectory() as work:
+        platforms = []
+        for source in sorted((ROOT / "packaging" / "platforms").glob("*.json")):
+            capped = Path(work) / source.name
+            capped.write_text(json.dumps(cap_manylinux(json.loads(source.read_text()), MANYLINUX_FLOOR)))
+            platforms.append(capped)
+        subprocess.run(pex_command(output, args.runtime_pex_root, platforms=platforms), check=True, cwd=ROOT)
     print(f"built {args.output}")
     return 0
 
