@@ -89,11 +89,7 @@ def _advice_table(release: dict[str, str]) -> list[tuple[bool, str]]:
         (distro == "fedora" or "fedora" in like, "dnf install -y python3"),
         # AKS's Azure Linux node images: 3.0's python3 is 3.12; CBL-Mariner 2.0's is 3.9.
         (distro == "azurelinux", "tdnf install -y python3"),
-        (
-            distro == "mariner",
-            f"CBL-Mariner {version} packages no CPython 3.10+: move the node pool to Azure Linux 3.0 "
-            "(tdnf install -y python3)",
-        ),
+        (distro == "mariner", f"tdnf install -y python3  (CBL-Mariner {version}'s python3 is 3.9)"),
         (
             distro == "ubuntu" and version in ("18.04", "20.04"),
             f"Ubuntu {version} packages no CPython 3.9+: upgrade the node image to Ubuntu 22.04 or later",
