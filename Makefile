@@ -71,7 +71,7 @@ image: $(VENV)/.installed
 lock: $(VENV)/.installed
 	$(BIN)/pex3 lock create -r packaging/requirements.in --constraints packaging/constraints.txt \
 	  --style universal --target-system linux \
-	  --interpreter-constraint "CPython>=3.10,<3.14" --indent 2 -o packaging/pex.lock
+	  --interpreter-constraint "CPython>=3.9.2,<3.14" --indent 2 -o packaging/pex.lock
 
 clean:
 	rm -rf dist build .pytest_cache .mypy_cache .ruff_cache

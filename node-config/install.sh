@@ -4,14 +4,18 @@
 #   install.sh [--python PATH] [--artifact FILE] [install options...]
 #   install.sh --uninstall [--python PATH] [--artifact FILE] [uninstall options...]
 #
-# Finds a CPython 3.10-3.13 (python3, then python3.13 ... python3.10, or --python), picks the
-# release file for this CPU next to this script unless --artifact names one, and runs that
-# file's own installer with it: 'registry-credential-provider install --help' lists the options
-# (--flavor, --config, --restart-kubelet, --dry-run, --root ...). It checks the file against a
-# SHA256SUMS beside it. With no suitable Python it says what to install and exits 3.
+# Picks the release form for this node. With a CPython 3.9-3.13 on PATH (python3, then
+# python3.13 ... python3.9, or --python): the zipapp for this CPU next to this script unless
+# --artifact names one, run with that Python. With none: the self-contained form
+# (registry-credential-provider-<version>-linux-<arch>-standalone.tar.gz, which brings its own
+# CPython) next to this script, unpacked to a scratch directory and run from there. Either way
+# that file's own installer does the work: 'registry-credential-provider install --help' lists
+# the options (--flavor, --config, --restart-kubelet, --dry-run, --root ...). It checks the file
+# against a SHA256SUMS beside it. With neither a suitable Python nor the self-contained file it
+# says what to install and exits 3.
 #
 # Exit codes: the installer's (0 done, 1 refused or failed, 2 bad options); 3 no suitable
-# Python; 4 no release file for this CPU.
+# Python and no self-contained file; 4 no release file for this CPU.
 set -eu
 
 prog="install.sh"
@@ -25,11 +29,11 @@ command=install
 say() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
 supported() {
-    "$1" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] < (3, 14) else 1)' >/dev/null 2>&1
+    "$1" -c 'import sys; sys.exit(0 if (3, 9, 2) <= sys.version_info[:3] and sys.version_info[:2] < (3, 14) else 1)' >/dev/null 2>&1
 }
 
 find_python() {
-    for candidate in python3 python3.13 python3.12 python3.11 python3.10; do
+    for candidate in python3 python3.13 python3.12 python3.11 python3.10 python3.9; do
         found=$(command -v "$candidate" 2>/dev/null) || continue
         if supported "$found"; then
             printf '%s\n' "$found"
@@ -48,28 +52,27 @@ advice() {
     fi
     major=${VERSION_ID%%.*}
     case "$ID:$VERSION_ID" in
-        amzn:2023) echo "dnf install -y python3.11  (Amazon Linux 2023's python3 is 3.9)"; return ;;
-        amzn:*) echo "Amazon Linux 2 packages no CPython 3.10+: move the node group to Amazon Linux 2023 (dnf install -y python3.11)"; return ;;
+        amzn:2023) echo "dnf install -y python3  (Amazon Linux 2023's python3 is 3.9)"; return ;;
+        amzn:*) echo "Amazon Linux 2 packages no CPython 3.9+: move the node group to Amazon Linux 2023 (dnf install -y python3)"; return ;;
     esac
     case "$ID:$major" in
-        rhel:8 | rhel:9 | centos:8 | centos:9 | rocky:8 | rocky:9 | almalinux:8 | almalinux:9 | ol:8 | ol:9)
-            echo "dnf install -y python3.11"; return ;;
+        rhel:8 | centos:8 | rocky:8 | almalinux:8 | ol:8) echo "dnf install -y python39"; return ;;
+        rhel:9 | centos:9 | rocky:9 | almalinux:9 | ol:9) echo "dnf install -y python3"; return ;;
     esac
     case "$ID" in fedora) echo "dnf install -y python3"; return ;; esac
     case " $ID_LIKE " in *" fedora "*) echo "dnf install -y python3"; return ;; esac
     case "$ID" in
         azurelinux) echo "tdnf install -y python3"; return ;;
-        mariner) echo "CBL-Mariner $VERSION_ID packages no CPython 3.10+: move the node pool to Azure Linux 3.0 (tdnf install -y python3)"; return ;;
+        mariner) echo "tdnf install -y python3  (CBL-Mariner $VERSION_ID's python3 is 3.9)"; return ;;
     esac
     case "$ID:$VERSION_ID" in
         ubuntu:18.04 | ubuntu:20.04)
-            echo "Ubuntu $VERSION_ID packages no CPython 3.10+: upgrade the node image to Ubuntu 22.04 or later"; return ;;
+            echo "Ubuntu $VERSION_ID packages no CPython 3.9+: upgrade the node image to Ubuntu 22.04 or later"; return ;;
     esac
     case "$ID" in ubuntu) echo "apt-get install -y python3"; return ;; esac
     case " $ID_LIKE " in *" ubuntu "*) echo "apt-get install -y python3"; return ;; esac
     case "$ID:$major" in
-        debian:10 | debian:11)
-            echo "Debian $major packages no CPython 3.10+: upgrade the node image to Debian 12 or later"; return ;;
+        debian:10) echo "Debian 10 packages no CPython 3.9+: upgrade the node image to Debian 11 or later"; return ;;
     esac
     case "$ID" in debian) echo "apt-get install -y python3"; return ;; esac
     case " $ID_LIKE " in *" debian "*) echo "apt-get install -y python3"; return ;; esac
@@ -77,10 +80,10 @@ advice() {
     case " $ID_LIKE " in *" suse "*) echo "zypper install -y python311"; return ;; esac
     case "$ID" in
         flatcar | bottlerocket | cos | talos | rhcos | fedora-coreos)
-            echo "${NAME:-$ID} has no package manager for CPython: build it into the image (install --layout venv at image build time) or use a node image with CPython 3.10-3.13"
+            echo "${NAME:-$ID} has no package manager for CPython: build it into the image (install --layout venv at image build time) or use a node image with CPython 3.9-3.13"
             return ;;
     esac
-    echo "install CPython 3.10, 3.11, 3.12 or 3.13 with the distribution's package manager"
+    echo "install CPython 3.9, 3.10, 3.11, 3.12 or 3.13 with the distribution's package manager"
 }
 
 # Our own two options; everything else goes to the installer as it is.
@@ -101,20 +104,37 @@ for arg in "$@"; do
     set -- "$@" "$arg"
 done
 
+machine=$(uname -m)
+case "$machine" in amd64) machine=x86_64 ;; arm64) machine=aarch64 ;; esac
+
 if [ -n "$python" ]; then
     if ! supported "$python"; then
-        say "--python $python is not CPython 3.10-3.13"
+        say "--python $python is not CPython 3.9-3.13"
         exit 3
     fi
 elif ! python=$(find_python); then
-    say "no CPython 3.10-3.13 found (looked for python3, python3.13, python3.12, python3.11, python3.10 on PATH=$PATH)"
-    say "install one: $(advice)"
-    exit 3
+    # No CPython for the zipapp: the self-contained form, which brings its own.
+    standalone=""
+    for candidate in "$here"/registry-credential-provider-*-linux-"$machine"-standalone.tar.gz; do
+        if [ -f "$candidate" ]; then standalone=$candidate; fi
+    done
+    if [ -z "$standalone" ]; then
+        say "no CPython 3.9-3.13 found (looked for python3, python3.13 ... python3.9 on PATH=$PATH) and no self-contained release file beside $0 (registry-credential-provider-<version>-linux-$machine-standalone.tar.gz)"
+        say "install one: $(advice)"
+        exit 3
+    fi
+    say "no CPython 3.9-3.13 on PATH: installing the self-contained form $standalone"
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    tar -xzf "$standalone" -C "$scratch"
+    name=${standalone##*/}
+    program="$scratch/${name%.tar.gz}/registry-credential-provider"
+    if [ "$command" = install ]; then set -- --artifact "$standalone" "$@"; fi
+    "$program" "$command" "$@" && status=0 || status=$?
+    exit "$status"
 fi
 
 if [ -z "$artifact" ]; then
-    machine=$(uname -m)
-    case "$machine" in amd64) machine=x86_64 ;; arm64) machine=aarch64 ;; esac
     for candidate in "$here"/registry-credential-provider-*-linux-"$machine"; do
         if [ -f "$candidate" ]; then artifact=$candidate; fi
     done

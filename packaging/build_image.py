@@ -4,7 +4,7 @@ point (``packaging/image/stage.sh``), without Docker.
 
 Why busybox and not Python: the init container stages the files on the node and runs the node's
 own ``install.sh`` in the node's namespaces (``nsenter --target 1``), as a person would by hand.
-That CPython is the one ``install.sh`` accepts (3.10-3.13, or its advice and exit 3), the one
+That CPython is the one ``install.sh`` accepts (3.9-3.13, or its advice and exit 3), the one
 that will run the plugin, and ``systemctl`` restarts that node's kubelet. A Python in the image
 would add about 30 MB per architecture and still not be the interpreter the kubelet runs the
 plugin with; busybox (Debian's ``busybox-static``, about 2 MB) brings the shell, ``sha256sum``,

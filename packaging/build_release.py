@@ -2,7 +2,7 @@
 list of bundled packages with their versions and licenses.
 
 Each architecture's file carries only its own wheels: pex resolves for that architecture's
-complete platforms alone (``packaging/platforms/**.json``, one per CPython 3.10-3.13, chosen
+complete platforms alone (``packaging/platforms/**.json``, one per CPython 3.9-3.13, chosen
 by their ``platform_machine``). Their manylinux tags are capped at a glibc floor
 (``--manylinux-floor``, default 2.17, i.e. manylinux2014), so no wheel needing a newer glibc
 than the oldest node we support (RHEL/CentOS 7, Amazon Linux 2 and 2023) can slip in when the
@@ -139,13 +139,14 @@ def platform_files(arch: str, directory: Path = PLATFORMS_DIR) -> list[Path]:
 # --- the lock ------------------------------------------------------------------------------------
 
 
-def locked_projects(lock: Path = LOCK) -> tuple[list[str], dict[str, str]]:
-    """The lock's top-level requirements and every locked project's version."""
+def locked_projects(lock: Path = LOCK) -> tuple[list[str], dict[str, set[str]]]:
+    """The lock's top-level requirements and every locked project's versions (one per resolve
+    the lock forks into: CPython 3.9 and 3.10-3.13 may differ below the direct pins)."""
     document = json.loads(lock.read_text())
-    versions: dict[str, str] = {}
+    versions: dict[str, set[str]] = {}
     for resolve in document["locked_resolves"]:
         for requirement in resolve["locked_requirements"]:
-            versions[requirement["project_name"]] = requirement["version"]
+            versions.setdefault(requirement["project_name"], set()).add(requirement["version"])
     return list(document["requirements"]), versions
 
 
@@ -462,7 +463,7 @@ def build_arch(
     locked = {normalize(n): v for n, v in versions.items()}
     distributions = bundled_distributions(output)
     for dist in distributions:
-        if locked.get(normalize(dist.name)) != dist.version:
+        if dist.version not in locked.get(normalize(dist.name), set()):
             raise SystemExit(f"{output.name}: {dist.name} {dist.version} is not the locked version")
         foreign_arches = wheel_arches(dist.wheel) - {arch}
         if foreign_arches:
@@ -477,7 +478,7 @@ def packages_text(version: str, artifacts: Sequence[Artifact], floor: tuple[int,
     pex_version = _pex_version()
     lines = [
         f"# Packages bundled in {NAME} {version}, per release file.",
-        f"# CPython 3.10-3.13 on Linux with glibc >= {floor[0]}.{floor[1]} (manylinux wheels capped there).",
+        f"# CPython 3.9-3.13 on Linux with glibc >= {floor[0]}.{floor[1]} (manylinux wheels capped there).",
         "",
     ]
     for artifact in artifacts:

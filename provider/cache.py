@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import msgspec
 
@@ -41,10 +41,10 @@ class CachedCredential(msgspec.Struct, kw_only=True):
     expires_at: float = msgspec.field(name=records.EXPIRES_AT)
     fetched_at: float = msgspec.field(name=records.FETCHED_AT)
     refresh_at: float = msgspec.field(name=records.REFRESH_AT)
-    credential_expires_at: float | None = msgspec.field(default=None, name=records.CREDENTIAL_EXPIRES_AT)
+    credential_expires_at: Optional[float] = msgspec.field(default=None, name=records.CREDENTIAL_EXPIRES_AT)
     path_scope: str = msgspec.field(default="", name=records.PATH_SCOPE)
     per_image: bool = msgspec.field(default=False, name=records.PER_IMAGE)
-    cache_seconds: float | None = msgspec.field(default=None, name=records.CACHE_SECONDS)
+    cache_seconds: Optional[float] = msgspec.field(default=None, name=records.CACHE_SECONDS)
     depends_on: list[str] = msgspec.field(default_factory=list, name=records.DEPENDS_ON)
     backend: str = msgspec.field(name=records.BACKEND)
     registry: str = msgspec.field(name=records.REGISTRY)
@@ -70,7 +70,7 @@ class Plan(msgspec.Struct, kw_only=True):
     cache_key_type: str = msgspec.field(name=records.CACHE_KEY_TYPE)
     cap_seconds: float = msgspec.field(name=records.CAP_SECONDS)
     deps: list[list[Any]] = msgspec.field(name=records.DEPS)
-    metrics_textfile: str | None = msgspec.field(default=None, name=records.METRICS_TEXTFILE)
+    metrics_textfile: Optional[str] = msgspec.field(default=None, name=records.METRICS_TEXTFILE)
 
 
 _credential_decoder = msgspec.json.Decoder(CachedCredential)

@@ -22,7 +22,7 @@ rule with a matching entry answers. A rule without ``match`` answers every image
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import msgspec
 
@@ -74,7 +74,7 @@ MAX_CONFIG_BYTES = 256 * 1024
 if TYPE_CHECKING:
     Rule = RuleBase
 else:
-    Rule = Union[tuple(spec.rule for spec in BACKENDS)]  # noqa: UP007 - built from the table at run time
+    Rule = Union[tuple(spec.rule for spec in BACKENDS)]
 
 
 class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
@@ -85,7 +85,7 @@ class CacheConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rena
     ``ServiceAccount`` shares a pod identity's credentials across its pods, ``Token`` keys them
     by the token itself."""
 
-    dir: str | None = None
+    dir: Optional[str] = None
     enabled: bool = True
     service_account_cache_type: Literal["ServiceAccount", "Token"] = "ServiceAccount"
 
@@ -95,7 +95,7 @@ class MetricsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, re
     ``.prom`` (in the collector's ``--collector.textfile.directory``) that every kubelet-mode
     exec updates; absent: no metrics are written. Series: ``provider.metrics``."""
 
-    textfile: str | None = None
+    textfile: Optional[str] = None
 
 
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", frozen=True):
@@ -210,6 +210,7 @@ def decode_config(data: bytes, source: str) -> ProviderConfig:
         else:
             from msgspec import yaml  # PyYAML is imported only for YAML files
 
+            _refuse_deep_yaml(data)
             config = yaml.decode(data, type=ProviderConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_path_first(str(exc))}") from None
@@ -221,6 +222,32 @@ def decode_config(data: bytes, source: str) -> ProviderConfig:
         return validate(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+# Our config nests a handful of levels; PyYAML before 6.0.4 (the newest for CPython 3.9) crashes
+# the process in libyaml's composer on a few ten thousand nested flow collections.
+MAX_YAML_DEPTH = 100
+
+
+def _refuse_deep_yaml(data: bytes) -> None:
+    """Raise DecodeError for YAML nested deeper than ``MAX_YAML_DEPTH``, found by libyaml's scanner
+    (iterative, about 0.1 ms for our config) before its composer (recursive) ever runs."""
+    import yaml
+
+    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+               yaml.BlockMappingStartToken)  # fmt: skip
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    depth = 0
+    try:
+        for token in yaml.scan(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(token, opening):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise msgspec.DecodeError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            elif isinstance(token, closing):
+                depth -= 1
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return  # the decoder reports it, in its words
 
 
 def _one_line(text: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple, Optional
 
 if TYPE_CHECKING:
     from provider import metrics
@@ -36,7 +36,7 @@ class Reply(NamedTuple):
     stdout: bytes
     warnings: list[str]
     path: Path
-    outcome: Outcome | None = None
+    outcome: Optional[Outcome] = None
 
     @property
     def cache(self) -> str:

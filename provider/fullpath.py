@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Optional
 
 import msgspec
 
@@ -52,7 +53,7 @@ class RuleMatch(msgspec.Struct, frozen=True, kw_only=True):
 
     index: int
     rule: Rule
-    glob: str | None
+    glob: Optional[str]
 
     @property
     def backend(self) -> str:
@@ -64,8 +65,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     ``miss``, ``refresh`` or ``stale`` (see ``provider.credcache``)."""
 
     response: CredentialProviderResponse
-    match: RuleMatch | None
-    answer: Answer | None
+    match: Optional[RuleMatch]
+    answer: Optional[Answer]
     cache: str = "off"
 
 

@@ -85,7 +85,7 @@ def covers(outer: Glob, inner: Glob) -> bool:
         outer.port == inner.port
         and len(outer.labels) == len(inner.labels)
         and inner.path.startswith(outer.path)
-        and all(_label_covers(o, i) for o, i in zip(outer.labels, inner.labels, strict=True))
+        and all(_label_covers(o, i) for o, i in zip(outer.labels, inner.labels))
     )
 
 
@@ -95,7 +95,7 @@ def overlaps(first: Glob, second: Glob) -> bool:
         first.port == second.port
         and len(first.labels) == len(second.labels)
         and (first.path.startswith(second.path) or second.path.startswith(first.path))
-        and all(_labels_overlap(a, b) for a, b in zip(first.labels, second.labels, strict=True))
+        and all(_labels_overlap(a, b) for a, b in zip(first.labels, second.labels))
     )
 
 
@@ -157,7 +157,7 @@ def explain(glob: Glob, target: Glob) -> str | None:
     """Why the images ``target`` matches are not (all) matched by ``glob``, when the two are
     close enough for a reason to help (same host but for the port, a ``*`` one label short...)."""
     labels_match = len(glob.labels) == len(target.labels) and all(
-        _labels_overlap(a, b) for a, b in zip(glob.labels, target.labels, strict=True)
+        _labels_overlap(a, b) for a, b in zip(glob.labels, target.labels)
     )
     if labels_match and glob.port != target.port:
         return (
@@ -182,7 +182,7 @@ def hint(candidates: list[Glob], target: Glob) -> str | None:
 
     def score(glob: Glob) -> tuple[int, int, int, int]:
         same_suffix = 0
-        for a, b in zip(reversed(glob.labels), reversed(target.labels), strict=False):
+        for a, b in zip(reversed(glob.labels), reversed(target.labels)):
             if a != b:
                 break
             same_suffix += 1

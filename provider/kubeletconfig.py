@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import msgspec
 import msgspec.inspect as mi
@@ -83,26 +83,26 @@ class TokenAttributes(_Document):
 
     service_account_token_audience: str = ""
     cache_type: str = ""
-    require_service_account: bool | None = None
-    required_service_account_annotation_keys: list[str] | None = None
-    optional_service_account_annotation_keys: list[str] | None = None
+    require_service_account: Optional[bool] = None
+    required_service_account_annotation_keys: Optional[list[str]] = None
+    optional_service_account_annotation_keys: Optional[list[str]] = None
 
 
 class CredentialProviderBase(_Document):
     """A provider as ``kubelet.config.k8s.io/v1beta1`` and ``v1alpha1`` define it."""
 
     name: str = ""
-    match_images: list[str] | None = None
-    default_cache_duration: str | None = None  # a Go duration; absent is an error
+    match_images: Optional[list[str]] = None
+    default_cache_duration: Optional[str] = None  # a Go duration; absent is an error
     api_version: str = ""
-    args: list[str] | None = None
-    env: list[ExecEnvVar] | None = None
+    args: Optional[list[str]] = None
+    env: Optional[list[ExecEnvVar]] = None
 
 
 class CredentialProvider(CredentialProviderBase):
     """A provider as ``kubelet.config.k8s.io/v1`` defines it (the others convert to it)."""
 
-    token_attributes: TokenAttributes | None = None
+    token_attributes: Optional[TokenAttributes] = None
 
 
 class CredentialProviderConfig(_Document):
@@ -120,13 +120,13 @@ class CredentialProviderConfig(_Document):
 class _LegacyConfig(_Document):
     api_version: str = ""
     kind: str = ""
-    providers: list[CredentialProviderBase] | None = None
+    providers: Optional[list[CredentialProviderBase]] = None
 
 
 class _V1Config(_Document):
     api_version: str = ""
     kind: str = ""
-    providers: list[CredentialProvider] | None = None
+    providers: Optional[list[CredentialProvider]] = None
 
 
 _DOCUMENT_TYPES: dict[str, type[_LegacyConfig] | type[_V1Config]] = {

@@ -275,7 +275,7 @@ def urls_match(glob: str, target: str) -> bool:
     if not target_url.path.startswith(glob_url.path):
         return False
     try:
-        return all(go_path_match(g, t) for g, t in zip(glob_labels, target_labels, strict=True))
+        return all(go_path_match(g, t) for g, t in zip(glob_labels, target_labels))
     except BadPatternError:
         return False
 

@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 __all__ = ["PREFIX", "Update", "UpstreamCall", "failure_kind", "read_series", "record"]
 
@@ -68,7 +68,7 @@ class UpstreamCall(NamedTuple):
 
     backend: str
     registry: str
-    kind: str | None
+    kind: Optional[str]
 
 
 # Error class name -> kind label (a class not listed is ``other``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -180,6 +181,7 @@ def test_every_identity_source_reachable(
     assert found["clock"][0][0] == "ok"
     assert "behind" in found["clock"][0][1] or "ahead" in found["clock"][0][1]
     assert found["python"][0][0] == "ok"
+    assert found["form"][0][1].startswith("zipapp (CPython 3.")
     assert [name for name, results in found.items() for s, _ in results if s == "fail"] == []
     assert result.code == 0
     assert result.stdout.rstrip().splitlines()[-1].endswith(", 0 fail")  # the summary line
@@ -339,6 +341,8 @@ def test_doctor_through_the_zipapp(zipapp: Path, tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     by_check = {c["check"]: c for c in report["checks"]}
     assert by_check["python"]["status"] == "ok"
+    assert by_check["form"]["status"] == "ok"
+    assert by_check["form"]["detail"].startswith("zipapp (CPython 3.")
     assert "running from the zipapp" in by_check["zipapp dir"]["detail"]
     assert by_check["config"]["status"] == "ok"
 
@@ -354,3 +358,10 @@ def test_registry_probe_takes_the_plain_http_it_suggests(tmp_path: Path, metadat
     )
     assert "see --help" not in plain.stderr, plain.stderr
     assert checks(plain.stdout)[f"registry {metadata}"][0] == ("warn", "GET /v2/: 403")
+
+
+def test_doctor_names_the_self_contained_form_when_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider.commands import doctor
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert doctor.installed_form().startswith("self-contained (brings its own CPython 3.")

@@ -176,3 +176,24 @@ def test_first_matching_rule_wins() -> None:
     assert find_rule(config, "r.io/private/app").index == 1  # type: ignore[union-attr]
     assert find_rule(config, "a.r.io/app").glob == "*.r.io"  # type: ignore[union-attr]
     assert find_rule(config, "other.io/app") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "rules: " + "[" * 50000 + "]" * 50000 + "\n",
+        "rules:\n" + "".join(" " * i + "- \n" for i in range(0, 400)),
+        "rules: " + "{a: " * 101 + "1" + "}" * 101 + "\n",
+    ],
+    ids=["flow", "block", "mapping"],
+)
+def test_yaml_nested_too_deeply_is_one_error_not_a_crash(body: str) -> None:
+    # The flow case crashed the process with PyYAML 6.0.3 (CPython 3.9's newest) before the check.
+    with pytest.raises(ConfigError) as caught:
+        decode_config((HEAD + body).encode(), "cfg.yaml")
+    assert str(caught.value) == "cfg.yaml: not valid YAML or JSON: nested more than 100 levels deep"
+
+
+def test_yaml_nesting_of_a_real_config_passes_the_depth_check() -> None:
+    body = "rules:\n  - match: ['a.io']\n    backend: anonymous\n" + "# " + "[" * 500 + "\n"
+    assert decode_config((HEAD + body).encode(), "cfg.yaml").rules[0].backend == "anonymous"

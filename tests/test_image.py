@@ -242,7 +242,7 @@ def test_stage_on_a_node_without_a_suitable_python_gives_install_sh_advice(
            "CONFIG": str(CONFIG)}  # fmt: skip
     result = stage(rootfs, env)
     assert result.returncode == 3
-    assert "no CPython 3.10-3.13 found" in result.stderr
+    assert "no CPython 3.9-3.13 found" in result.stderr
 
 
 def test_stage_refuses_a_damaged_image_and_stages_nothing(tmp_path: Path, rootfs: Path) -> None:

@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from provider import __version__
 from provider.__main__ import main
 from provider.install import artifact as artifacts
 from provider.install import files
 from provider.install.flavours import FLAVOURS
 from provider.install.kubeletfile import kubelet_config_providers
 from provider.install.kubeletflags import flags_in, unit_view
-from provider.install.pythons import advice
+from provider.install.pythons import ZIPAPP, advice, choose_form
 from provider.install.record import RECORD
+from provider.releasenames import standalone_dir, standalone_name
 from tests import kubelet_sim as sim
 from tests.conftest import ROOT
 
@@ -365,10 +367,26 @@ def test_refuses_a_node_without_a_suitable_python_and_says_what_to_install(
 ) -> None:
     root = make_root(tmp_path, "eks", python=False)
     (root / "usr/bin").mkdir(parents=True)
-    (root / "usr/bin/python3.9").symlink_to(PYTHON)  # AL2023's python3
+    (root / "usr/bin/python3.8").symlink_to(PYTHON)  # too old: the boot script never looks for it
     err = refused(root, zipapp, "--kubelet-version", "1.33")
-    assert "no CPython 3.10-3.13 on the kubelet's PATH" in err
-    assert "dnf install -y python3.11" in err
+    assert "no CPython 3.9-3.13 on the kubelet's PATH" in err
+    assert (
+        f"install registry-credential-provider-{__version__}-linux-{artifacts.node_arch()}-standalone.tar.gz"
+        in err
+    )
+    assert "dnf install -y python3" in err
+
+
+def test_a_node_with_cpython_3_9_gets_the_zipapp(tmp_path: Path, zipapp: Path) -> None:
+    root = make_root(tmp_path, "eks", python=False)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3.9").symlink_to(PYTHON)  # AL2023's python3
+    assert choose_form(files.Root(str(root)), artifacts.SYSTEMD_PATH) == (
+        ZIPAPP,
+        "CPython 3.9-3.13 on the kubelet's PATH (/usr/bin/python3.9) runs the zipapp",
+    )
+    code, out, err = install(root, zipapp, "--kubelet-version", "1.33")
+    assert code == 0, out + err
 
 
 def test_refuses_the_wrong_architecture(tmp_path: Path, zipapp: Path) -> None:
@@ -549,16 +567,61 @@ def pyenv(version: str) -> str | None:
     return str(found[-1]) if found else None
 
 
-def test_install_sh_without_a_suitable_python_says_what_to_install(tmp_path: Path) -> None:
-    old = pyenv("3.9")
-    pythons = {"python3": old, "python3.9": old} if old else {}
-    env = shell_env(tmp_path, pythons, 'NAME="Amazon Linux"\nID="amzn"\nVERSION_ID="2023"\n')
+def test_install_sh_without_a_suitable_python_or_the_standalone_file_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    env = shell_env(tmp_path, {}, 'NAME="Amazon Linux"\nID="amzn"\nVERSION_ID="2023"\n')
     result = subprocess.run(
         ["/bin/sh", str(INSTALL_SH), "--flavor", "eks"], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 3, result.stderr
-    assert "no CPython 3.10-3.13 found" in result.stderr
-    assert "dnf install -y python3.11" in result.stderr
+    assert "no CPython 3.9-3.13 found" in result.stderr
+    assert "no self-contained release file" in result.stderr
+    assert "dnf install -y python3  (Amazon Linux 2023's python3 is 3.9)" in result.stderr
+
+
+def test_install_sh_without_a_suitable_python_runs_the_standalone_forms_installer(tmp_path: Path) -> None:
+    """The self-contained tarball beside install.sh is unpacked and its own executable installs
+    (here a stand-in that records its arguments)."""
+    release = tmp_path / "release"
+    release.mkdir()
+    shutil.copyfile(INSTALL_SH, release / "install.sh")
+    directory = standalone_dir(__version__, artifacts.node_arch())
+    program = tmp_path / directory / "registry-credential-provider"
+    program.parent.mkdir()
+    program.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/ran\n')
+    program.chmod(0o755)
+    tarball = release / standalone_name(__version__, artifacts.node_arch())
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(tmp_path), directory], check=True)
+    env = shell_env(tmp_path, {}, "ID=flatcar\n")
+    for tool in ("tar", "gzip"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tmp_path / "path" / tool).symlink_to(found)
+    result = subprocess.run(
+        ["/bin/sh", str(release / "install.sh"), "--flavor", "kubeadm"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "installing the self-contained form" in result.stderr
+    assert (tmp_path / "ran").read_text() == f"install --artifact {tarball} --flavor kubeadm\n"
+
+
+def test_install_sh_runs_the_zipapp_with_cpython_3_9(tmp_path: Path, zipapp: Path) -> None:
+    root = make_root(tmp_path, "kubeadm")
+    python39 = pyenv("3.9")
+    assert python39 is not None, "no CPython 3.9 under /root/.pyenv/versions: pyenv install 3.9"
+    env = shell_env(tmp_path, {"python3.9": python39}, "ID=debian\nVERSION_ID=11\n")
+    result = subprocess.run(
+        ["/bin/sh", str(INSTALL_SH), "--artifact", str(zipapp), "--root", str(root), "--config", str(CONFIG),
+         "--kubelet-version", "1.33", "--dry-run"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "flavour kubeadm" in result.stdout
 
 
 def test_install_sh_finds_a_python_and_runs_the_installer(tmp_path: Path, zipapp: Path) -> None:
@@ -819,15 +882,14 @@ def test_aks_token_mode_writes_the_acr_token_attributes(image: str, tmp_path: Pa
 def test_aks_without_a_python_names_the_node_images_package(image: str, tmp_path: Path, zipapp: Path) -> None:
     root = aks_root(tmp_path, image, python=False)
     err = refused(root, zipapp, "--kubelet-version", "1.34", "--token-mode", config=acr_config(tmp_path))
-    assert "no CPython 3.10-3.13 on the kubelet's PATH" in err
+    assert "no CPython 3.9-3.13 on the kubelet's PATH" in err
     expected = {"ubuntu": "apt-get install -y python3", "azurelinux": "tdnf install -y python3"}[image]
     assert expected in err
 
 
-def test_cbl_mariner_is_told_to_move_to_azure_linux_3() -> None:
+def test_cbl_mariner_is_told_to_install_its_python3_which_is_3_9() -> None:
     said = advice({"ID": "mariner", "VERSION_ID": "2.0"})
-    assert said.startswith("CBL-Mariner 2.0 packages no CPython 3.10+")
-    assert "Azure Linux 3.0" in said
+    assert said == "tdnf install -y python3  (CBL-Mariner 2.0's python3 is 3.9)"
 
 
 def test_aks_token_mode_with_a_vault_rule_needs_an_audience(tmp_path: Path, zipapp: Path) -> None:

@@ -6,7 +6,7 @@ other implementation. Nothing here imports botocore.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Optional, Protocol
 
 from provider.budget import CallBudget
 
@@ -31,7 +31,7 @@ class TokenData(NamedTuple):
     """An ECR authorization token (base64 of ``user:password``) and when it expires (Unix time)."""
 
     token: str
-    expires_at: float | None
+    expires_at: Optional[float]
 
     def __repr__(self) -> str:
         return f"TokenData(token=<redacted>, expires_at={self.expires_at!r})"
@@ -43,7 +43,7 @@ class RoleCredentials(NamedTuple):
     access_key_id: str
     secret_access_key: str
     session_token: str
-    expires_at: float | None
+    expires_at: Optional[float]
     role_arn: str
 
     def __repr__(self) -> str:

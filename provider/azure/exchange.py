@@ -18,7 +18,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 from urllib.parse import urlencode, urlsplit
 
 from provider.azure.hosts import is_login_server
@@ -39,7 +39,7 @@ class RefreshToken(NamedTuple):
     """An ACR refresh token and its ``exp`` claim (None when it has none)."""
 
     token: str
-    expires_at: float | None
+    expires_at: Optional[float]
 
     def __repr__(self) -> str:
         return f"RefreshToken(token=<redacted>, expires_at={self.expires_at!r})"

@@ -22,7 +22,7 @@ exchanges again every 60 minutes).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import msgspec
 
@@ -75,10 +75,10 @@ class AcrRule(CloudRule, tag="acr", frozen=True):
     """
 
     azure_config: str = DEFAULT_AZURE_CONFIG
-    cloud: str | None = None
-    client_id: str | None = None
-    resource_id: str | None = None
-    tenant_id: str | None = None
+    cloud: Optional[str] = None
+    client_id: Optional[str] = None
+    resource_id: Optional[str] = None
+    tenant_id: Optional[str] = None
     registry_suffixes: tuple[str, ...] = ()
     registry_mirrors: dict[str, str] = msgspec.field(default_factory=dict)
     client_id_annotations: tuple[str, ...] = CLIENT_ID_ANNOTATIONS
@@ -185,8 +185,8 @@ class Target(NamedTuple):
 
     login_server: str
     cloud: Cloud
-    config: AzureConfig | None
-    identity: EntraIdentity | None
+    config: Optional[AzureConfig]
+    identity: Optional[EntraIdentity]
     suffixes: tuple[str, ...]
 
 

@@ -16,7 +16,7 @@ the plugin is a short-lived process and every import is paid on every pull.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Optional, Protocol
 
 import msgspec
 
@@ -53,11 +53,11 @@ class RuleBase(
     passes only the keys its ``tokenAttributes`` list; ``render`` lists these).
     """
 
-    match: list[str] | None = None
-    cache_duration: str | None = None
-    namespaces: list[str] | None = None
-    service_accounts: list[str] | None = None
-    service_account_annotations: dict[str, str] | None = None
+    match: Optional[list[str]] = None
+    cache_duration: Optional[str] = None
+    namespaces: Optional[list[str]] = None
+    service_accounts: Optional[list[str]] = None
+    service_account_annotations: Optional[dict[str, str]] = None
 
     @property
     def identity_rule(self) -> bool:
@@ -113,7 +113,7 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
 
     username: str
     password: str
-    expires_at: float | None = None
+    expires_at: Optional[float] = None
     path_scope: str = ""
 
     def __repr__(self) -> str:
@@ -135,11 +135,11 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     makes this answer obsolete.
     """
 
-    credential: Credential | None
-    cache_seconds: float | None = None
+    credential: Optional[Credential]
+    cache_seconds: Optional[float] = None
     per_image: bool = False
     cacheable: bool = False
-    keep_seconds: float | None = None
+    keep_seconds: Optional[float] = None
     depends_on: tuple[str, ...] = ()
 
 
@@ -180,7 +180,7 @@ class Finding(NamedTuple):
 
     status: Literal["ok", "warn", "fail"]
     detail: str
-    date: tuple[str, str] | None = None
+    date: Optional[tuple[str, str]] = None
 
 
 def _no_checks(path: str, rule: RuleBase) -> None:
@@ -212,10 +212,10 @@ class BackendSpec(NamedTuple):
     name: str
     title: str
     rule: type[RuleBase]
-    backend: Callable[[], Backend] | None
+    backend: Optional[Callable[[], Backend]]
     doctor: Callable[[RuleBase, Mapping[str, str], float], list[Finding]]
     check_rule: Callable[[str, RuleBase], None] = _no_checks
     token_annotations: Callable[[RuleBase], tuple[str, ...]] = _no_annotations
     uses_token: bool = False
     default_globs: tuple[str, ...] = ()
-    unavailable: Callable[[Mapping[str, str]], str | None] = _nothing_missing
+    unavailable: Callable[[Mapping[str, str]], Optional[str]] = _nothing_missing

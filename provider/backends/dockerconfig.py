@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
+from typing import Optional
 
 from provider import goduration
 from provider.authfile import AuthFile, find_entry, has_path_keys, helper_for, parse_auth_file, server_url
@@ -36,7 +37,7 @@ class DockerConfigRule(RuleBase, tag="dockerconfig", frozen=True):
     the helper every time).
     """
 
-    files: list[str] | None = None
+    files: Optional[list[str]] = None
     helper_timeout: str = "10s"
     helper_cache_duration: str = "5m"
 

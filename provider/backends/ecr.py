@@ -25,7 +25,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from provider.aws.api import Budget, RoleCredentials, Target
 from provider.aws.hosts import (
@@ -78,9 +78,9 @@ class EcrRule(CloudRule, tag="ecr", frozen=True):
     falling back to the node's identity when a request has no token or no role.
     """
 
-    region: str | None = None
-    registry_id: str | None = None
-    endpoint: str | None = None
+    region: Optional[str] = None
+    registry_id: Optional[str] = None
+    endpoint: Optional[str] = None
     role_arn_annotations: tuple[str, ...] = ("eks.amazonaws.com/ecr-role-arn",)
     require_pod_identity: bool = False
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Optional
 
 from provider.backends.base import Answer, BackendSpec, CloudRule, Credential, Finding, Lookup, RuleBase
 from provider.backends.presence import (
@@ -101,11 +101,11 @@ class GarRule(CloudRule, tag="gar", frozen=True):
 
     service_account: str = "default"
     pod_identity: Literal["optIn", "always", "never"] = "optIn"
-    audience: str | None = None
-    workload_identity_pool: str | None = None
-    identity_provider: str | None = None
-    sts_endpoint: str | None = None
-    iam_credentials_endpoint: str | None = None
+    audience: Optional[str] = None
+    workload_identity_pool: Optional[str] = None
+    identity_provider: Optional[str] = None
+    sts_endpoint: Optional[str] = None
+    iam_credentials_endpoint: Optional[str] = None
 
 
 def check_rule(path: str, rule: RuleBase) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from provider.backends.base import CloudRule, Finding, Lookup, RuleBase
 from provider.errors import NoIdentityError
@@ -45,8 +45,8 @@ class IdentitySource(NamedTuple):
 
     env: tuple[str, ...]
     files: Callable[[Mapping[str, str]], list[str]]
-    metadata: Callable[[Mapping[str, str]], MetadataProbe] | None
-    disabled: tuple[str, str] | None = None
+    metadata: Optional[Callable[[Mapping[str, str]], MetadataProbe]]
+    disabled: Optional[tuple[str, str]] = None
 
 
 class Presence(NamedTuple):
@@ -55,7 +55,7 @@ class Presence(NamedTuple):
 
     found: bool
     detail: str
-    date: tuple[str, str] | None = None
+    date: Optional[tuple[str, str]] = None
 
 
 def _configured(source: IdentitySource, environ: Mapping[str, str]) -> list[str]:

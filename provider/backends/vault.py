@@ -22,7 +22,7 @@ the role's token TTL. hvac (and requests under it) is imported only inside a loo
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from provider import goduration
 from provider.backends.base import Answer, BackendSpec, Credential, Finding, Lookup, RuleBase
@@ -68,10 +68,10 @@ class VaultRule(RuleBase, tag="vault", frozen=True):
     """
 
     address: str
-    ca_file: str | None = None
+    ca_file: Optional[str] = None
     auth_method: Literal["kubernetes", "jwt"] = "kubernetes"
-    auth_mount: str | None = None
-    role: str | None = None
+    auth_mount: Optional[str] = None
+    role: Optional[str] = None
     role_annotations: tuple[str, ...] = ()
     kv_mount: str = "secret"
     secret_path: str = "registry/{namespace}/{serviceAccount}"  # noqa: S105 - a path, not a secret
@@ -79,12 +79,12 @@ class VaultRule(RuleBase, tag="vault", frozen=True):
     password_key: str = "password"  # noqa: S105 - a key name
     secret_cache_duration: str = "5m"  # noqa: S105 - a duration
     timeout: str = "10s"
-    node_auth: Literal["approle", "token"] | None = None
+    node_auth: Optional[Literal["approle", "token"]] = None
     node_auth_mount: str = "approle"
-    node_role_id_file: str | None = None
-    node_secret_id_file: str | None = None
-    node_token_file: str | None = None
-    node_secret_path: str | None = None
+    node_role_id_file: Optional[str] = None
+    node_secret_id_file: Optional[str] = None
+    node_token_file: Optional[str] = None
+    node_secret_path: Optional[str] = None
 
 
 def _check_mount(path: str, value: str) -> None:

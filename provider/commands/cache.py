@@ -83,9 +83,7 @@ def run(args: argparse.Namespace, streams: Streams) -> int:
     ]
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
     for line in table:
-        streams.out(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n"
-        )
+        streams.out("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
     if not rows:
         streams.out(f"(no cached credentials in {directory})\n")
     return 0

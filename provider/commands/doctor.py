@@ -77,6 +77,16 @@ def _date_skew(dates: list[tuple[str, str]]) -> list[tuple[str, float]]:
     return skews
 
 
+def installed_form() -> str:
+    """Which release form this is and why a node gets it (one line for ``doctor``)."""
+    if getattr(sys, "frozen", False):  # PyInstaller's bootloader sets it: the self-contained form
+        return (
+            f"self-contained (brings its own CPython {sys.version.split()[0]}): "
+            "for nodes with no CPython 3.9-3.13 on the kubelet's PATH"
+        )
+    return f"zipapp (CPython {sys.version.split()[0]} at {sys.executable}, from the kubelet's PATH)"
+
+
 # --- the checks ---------------------------------------------------------------------------------
 
 
@@ -94,10 +104,11 @@ class _Doctor:
 
     def interpreter(self) -> None:
         version = sys.version.split()[0]
-        supported = (3, 10) <= sys.version_info[:2] < (3, 14)
+        supported = (3, 9) <= sys.version_info[:2] < (3, 14)
         status: Status = "ok" if supported else "warn"
-        extra = "" if supported else " (the zipapp is built and tested for CPython 3.10-3.13)"
+        extra = "" if supported else " (the zipapp is built and tested for CPython 3.9-3.13)"
         self.add(status, "python", f"{sys.implementation.name} {version} at {sys.executable}{extra}")
+        self.add("ok", "form", installed_form())
         uid = os.geteuid()
         if uid == 0:
             self.add("ok", "user", "root, as the kubelet runs plugins")

@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--python",
         metavar="PATH",
         default=None,
-        help="the CPython 3.10-3.13 that runs the plugin (default: the one running this)",
+        help="the CPython 3.9-3.13 that runs the plugin (default: the one running this)",
     )
     option(
         "--kubelet-version",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import msgspec
 
@@ -50,7 +50,7 @@ PROVIDER_NAME = "registry-credential-provider"
 class RuleInfo(msgspec.Struct, kw_only=True):
     index: int
     backend: str
-    glob: str | None
+    glob: Optional[str]
 
 
 class KubeletView(msgspec.Struct, kw_only=True, rename="camel"):
@@ -58,7 +58,7 @@ class KubeletView(msgspec.Struct, kw_only=True, rename="camel"):
 
     provider: str
     runs_plugin: bool
-    match_image: str | None
+    match_image: Optional[str]
     api_version: str
     token_mode: bool
 
@@ -70,15 +70,15 @@ class TestReport(msgspec.Struct, kw_only=True, rename="camel"):
     reference: str
     image: str
     api_version: str
-    service_account: str | None = None
-    token: dict[str, Any] | None = None
+    service_account: Optional[str] = None
+    token: Optional[dict[str, Any]] = None
     annotations: dict[str, str] = msgspec.field(default_factory=dict)
-    kubelet: KubeletView | None = None
-    rule: RuleInfo | None = None
+    kubelet: Optional[KubeletView] = None
+    rule: Optional[RuleInfo] = None
     cache: str = "off"
-    path: str | None = None  # "fast": the disk cache's fast path served it, "full": the full path
-    error: str | None = None
-    response: dict[str, Any] | None = None
+    path: Optional[str] = None  # "fast": the disk cache's fast path served it, "full": the full path
+    error: Optional[str] = None
+    response: Optional[dict[str, Any]] = None
     elapsed_ms: float = 0.0
     warnings: list[str] = msgspec.field(default_factory=list)
 
@@ -171,7 +171,7 @@ def _annotations(values: list[str]) -> dict[str, str]:
 
 class _Kubelet(msgspec.Struct):
     view: KubeletView
-    problem: str | None
+    problem: Optional[str]
 
 
 def _kubelet_view(path: str, name: str, image: str) -> _Kubelet:

@@ -7,7 +7,7 @@ any other implementation. Nothing here imports google-auth.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Optional, Protocol
 
 from provider.budget import CallBudget
 
@@ -26,7 +26,7 @@ class AccessToken(NamedTuple):
     """An OAuth2 access token and when it expires (Unix time; None: not said)."""
 
     token: str
-    expires_at: float | None
+    expires_at: Optional[float]
 
     def __repr__(self) -> str:
         return f"AccessToken(token=<redacted>, expires_at={self.expires_at!r})"
@@ -38,7 +38,7 @@ class Federation(NamedTuple):
     federated token itself), and the endpoints (the public ones unless a rule names others)."""
 
     audience: str
-    service_account: str | None
+    service_account: Optional[str]
     sts_url: str
     iam_url: str
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Optional
 
 import msgspec
 
@@ -67,7 +68,7 @@ class _Run(msgspec.Struct, kw_only=True):
     plan: Plan
     statuses: list[tuple[Change, files.Status]]
     venv_pending: bool
-    record: Record | None
+    record: Optional[Record]
 
     @property
     def changed(self) -> bool:

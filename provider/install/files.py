@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, Optional
 
 import msgspec
 
@@ -187,9 +187,9 @@ class Entry(msgspec.Struct, kw_only=True):
     path: str
     what: str
     existed: bool
-    backup: str | None = None
-    original_mode: int | None = None
-    original_target: str | None = None
+    backup: Optional[str] = None
+    original_mode: Optional[int] = None
+    original_target: Optional[str] = None
     written: str = ""
     merged: str = ""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Optional
 
 import msgspec
 
@@ -48,7 +49,7 @@ class KubeletTarget(msgspec.Struct, frozen=True, kw_only=True):
 
     flavour: Flavour
     flag: str
-    version: tuple[int, int] | None
+    version: Optional[tuple[int, int]]
     name: str
     eks_instead: bool
 

@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
+from typing import Optional
 
 import msgspec
 
@@ -57,7 +58,7 @@ class FlagsPlan(msgspec.Struct, kw_only=True):
     kubelet_config: str
     bin_dir: str
     source: str
-    change: Change | None = None
+    change: Optional[Change] = None
     notes: list[str] = msgspec.field(default_factory=list)
 
 

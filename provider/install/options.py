@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Optional
 
 import msgspec
 
@@ -22,30 +22,30 @@ class InstallError(Exception):
 class Options(msgspec.Struct, kw_only=True):
     """What the operator asked for (the parts kept in the record are enough to install again)."""
 
-    flavour: str | None = None
+    flavour: Optional[str] = None
     root: str = "/"
-    artifact: str | None = None
-    sha256: str | None = None
-    config: str | None = None
+    artifact: Optional[str] = None
+    sha256: Optional[str] = None
+    config: Optional[str] = None
     name: str = PROVIDER_NAME
-    bin_dir: str | None = None
-    kubelet_config: str | None = None
+    bin_dir: Optional[str] = None
+    kubelet_config: Optional[str] = None
     kubelet_config_dir: bool = False
-    provider_config: str | None = None
+    provider_config: Optional[str] = None
     eks_mode: Literal["beside", "instead"] = "beside"
     layout: Literal["zipapp", "venv"] = "zipapp"
     venv_dir: str = DEFAULT_VENV_DIR
-    python: str | None = None
-    kubelet_version: str | None = None
+    python: Optional[str] = None
+    kubelet_version: Optional[str] = None
     token_mode: bool = False
-    audience: str | None = None
+    audience: Optional[str] = None
     annotation_keys: list[str] = msgspec.field(default_factory=list)
     cache_type: str = "ServiceAccount"
     partial: bool = False
     skip_kubelet_flags: bool = False
     create_bin_dir: bool = False
     prewarm: bool = True
-    arch: str | None = None
+    arch: Optional[str] = None
     from_state: bool = False
 
 
@@ -59,8 +59,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     changes: list[dict[str, str]] = msgspec.field(default_factory=list)
     notes: list[str] = msgspec.field(default_factory=list)
     warnings: list[str] = msgspec.field(default_factory=list)
-    validation: Report | None = None
-    error: str | None = None
+    validation: Optional[Report] = None
+    error: Optional[str] = None
 
 
 Say = Callable[[str], None]

@@ -14,9 +14,11 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 import msgspec
 
+from provider import __version__
 from provider.config import ProviderConfig, decode_config
 from provider.errors import ConfigError
 from provider.install import artifact as artifacts
@@ -32,10 +34,11 @@ from provider.install.flavours import (
 from provider.install.kubeletfile import KubeletTarget, kubelet_config_change
 from provider.install.kubeletflags import FlagsError, FlagsPlan, plan_flags, remerge_drop_in
 from provider.install.options import InstallError, Options
-from provider.install.pythons import advice, kubelet_pythons, os_release
+from provider.install.pythons import ZIPAPP, choose_form
 from provider.kubeletconfig import CredentialProvider
 from provider.ops.rendering import RenderError, build, explicit_audience_reason, token_attributes
 from provider.platforms import TOKEN_AUDIENCES
+from provider.releasenames import standalone_name
 
 __all__ = ["Plan", "choose_flavour", "kubelet_version", "plan"]
 
@@ -55,8 +58,8 @@ class Plan(msgspec.Struct, kw_only=True):
     kubelet_config: str
     kubelet_config_flag: str
     flags: FlagsPlan
-    kubelet_version: tuple[int, int] | None
-    python: str | None
+    kubelet_version: Optional[tuple[int, int]]
+    python: Optional[str]
     notes: list[str] = msgspec.field(default_factory=list)
     warnings: list[str] = msgspec.field(default_factory=list)
 
@@ -189,9 +192,9 @@ def _check_python(python: str) -> None:
     except OSError as exc:
         raise InstallError(f"--python {python}: {exc.strerror}") from None
     version = _version(result.stdout)
-    if result.returncode != 0 or version is None or not (3, 10) <= version < (3, 14):
+    if result.returncode != 0 or version is None or not (3, 9) <= version < (3, 14):
         raise InstallError(
-            f"--python {python} is not CPython 3.10-3.13 ({result.stdout.strip() or 'did not run'})"
+            f"--python {python} is not CPython 3.9-3.13 ({result.stdout.strip() or 'did not run'})"
         )
 
 
@@ -232,10 +235,11 @@ def _artifact(options: Options, notes: list[str]) -> _Artifact:
 def _interpreter(options: Options, root: Root) -> str | None:
     """The CPython that pre-warms or builds the venv (None: not needed); refuses a node whose
     kubelet would find no supported one."""
-    if not kubelet_pythons(root, artifacts.SYSTEMD_PATH):
+    form, why = choose_form(root, artifacts.SYSTEMD_PATH)
+    if form != ZIPAPP:
+        standalone = standalone_name(__version__, artifacts.node_arch(options.arch))
         raise InstallError(
-            "no CPython 3.10-3.13 on the kubelet's PATH (python3.13 ... python3.10 in "
-            f"{artifacts.SYSTEMD_PATH}): the kubelet could not run the plugin; " + advice(os_release(root))
+            f"{why}; this file is the zipapp: install {standalone} instead (install.sh picks it)"
         )
     if options.layout == "venv" and not root.is_node:
         raise InstallError(

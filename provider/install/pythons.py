@@ -1,9 +1,11 @@
-"""Which CPython the kubelet's exec of our zipapp will find, and what to install when none fits.
+"""Which CPython the kubelet's exec of our zipapp will find, and so which release form a node gets.
 
-The zipapp's boot script looks for ``python3.10`` ... ``python3.13`` (and ``python3``) on the
-kubelet's ``PATH``; CPython 3.10-3.13 must be there. ``node-config/install.sh`` has the same
-advice table for the bootstrap case, where no interpreter can run this module (a test keeps
-the two in step).
+The zipapp's boot script looks for ``python3.9`` ... ``python3.13`` (and ``python3``) on the
+kubelet's ``PATH``; with one of CPython 3.9-3.13 there the node gets the zipapp, otherwise the
+self-contained form, which brings its own CPython (``choose_form``). The advice table (what
+to install for the zipapp instead) is a fallback only. ``node-config/install.sh`` makes the
+same choice and has the same advice table for the bootstrap case, where no interpreter can run
+this module (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import shlex
 
 from provider.install.files import Root
 
-__all__ = ["SUPPORTED", "advice", "kubelet_pythons", "os_release"]
+__all__ = ["STANDALONE", "SUPPORTED", "ZIPAPP", "advice", "choose_form", "kubelet_pythons", "os_release"]
 
-SUPPORTED = ((3, 10), (3, 11), (3, 12), (3, 13))
+SUPPORTED = ((3, 9), (3, 10), (3, 11), (3, 12), (3, 13))
+ZIPAPP = "zipapp"
+STANDALONE = "standalone"
 NAMES = tuple(f"python{major}.{minor}" for major, minor in reversed(SUPPORTED))
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
@@ -30,6 +34,17 @@ def kubelet_pythons(root: Root, path: str) -> list[str]:
             if os.path.lexists(host):
                 found.append(candidate)
     return found
+
+
+def choose_form(root: Root, path: str) -> tuple[str, str]:
+    """The release form for this node (``ZIPAPP`` or ``STANDALONE``) and why (one line)."""
+    found = kubelet_pythons(root, path)
+    if found:
+        return ZIPAPP, f"CPython 3.9-3.13 on the kubelet's PATH ({found[0]}) runs the zipapp"
+    return STANDALONE, (
+        "no CPython 3.9-3.13 on the kubelet's PATH: the self-contained form brings its own "
+        f"(or, for the zipapp: {advice(os_release(root))})"
+    )
 
 
 def os_release(root: Root) -> dict[str, str]:
@@ -59,40 +74,37 @@ def _advice_table(release: dict[str, str]) -> list[tuple[bool, str]]:
     return [
         (
             distro == "amzn" and version == "2023",
-            "dnf install -y python3.11  (Amazon Linux 2023's python3 is 3.9)",
+            "dnf install -y python3  (Amazon Linux 2023's python3 is 3.9)",
         ),
         (
             distro == "amzn",
-            "Amazon Linux 2 packages no CPython 3.10+: move the node group to Amazon Linux 2023 "
-            "(dnf install -y python3.11)",
+            "Amazon Linux 2 packages no CPython 3.9+: move the node group to Amazon Linux 2023 "
+            "(dnf install -y python3)",
         ),
         (
-            distro in ("rhel", "centos", "rocky", "almalinux", "ol") and major in ("8", "9"),
-            "dnf install -y python3.11",
+            distro in ("rhel", "centos", "rocky", "almalinux", "ol") and major == "8",
+            "dnf install -y python39",
         ),
+        (distro in ("rhel", "centos", "rocky", "almalinux", "ol") and major == "9", "dnf install -y python3"),
         (distro == "fedora" or "fedora" in like, "dnf install -y python3"),
         # AKS's Azure Linux node images: 3.0's python3 is 3.12; CBL-Mariner 2.0's is 3.9.
         (distro == "azurelinux", "tdnf install -y python3"),
-        (
-            distro == "mariner",
-            f"CBL-Mariner {version} packages no CPython 3.10+: move the node pool to Azure Linux 3.0 "
-            "(tdnf install -y python3)",
-        ),
+        (distro == "mariner", f"tdnf install -y python3  (CBL-Mariner {version}'s python3 is 3.9)"),
         (
             distro == "ubuntu" and version in ("18.04", "20.04"),
-            f"Ubuntu {version} packages no CPython 3.10+: upgrade the node image to Ubuntu 22.04 or later",
+            f"Ubuntu {version} packages no CPython 3.9+: upgrade the node image to Ubuntu 22.04 or later",
         ),
         (distro == "ubuntu" or "ubuntu" in like, "apt-get install -y python3"),
         (
-            distro == "debian" and major in ("10", "11"),
-            f"Debian {major} packages no CPython 3.10+: upgrade the node image to Debian 12 or later",
+            distro == "debian" and major == "10",
+            "Debian 10 packages no CPython 3.9+: upgrade the node image to Debian 11 or later",
         ),
         (distro == "debian" or "debian" in like, "apt-get install -y python3"),
         (distro in ("sles", "opensuse-leap", "sle-micro") or "suse" in like, "zypper install -y python311"),
         (
             distro in ("flatcar", "bottlerocket", "cos", "talos", "rhcos", "fedora-coreos"),
             f"{name} has no package manager for CPython: build it into the image (install --layout venv at "
-            "image build time) or use a node image with CPython 3.10-3.13",
+            "image build time) or use a node image with CPython 3.9-3.13",
         ),
     ]
 
@@ -102,4 +114,4 @@ def advice(release: dict[str, str]) -> str:
     for applies, text in _advice_table(release):
         if applies:
             return text
-    return "install CPython 3.10, 3.11, 3.12 or 3.13 with the distribution's package manager"
+    return "install CPython 3.9, 3.10, 3.11, 3.12 or 3.13 with the distribution's package manager"

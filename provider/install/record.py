@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from typing import Optional
 
 import msgspec
 
@@ -41,7 +42,7 @@ class Record(msgspec.Struct, kw_only=True):
     provider_config: str
     kubelet_config: str
     ledger: Ledger
-    venv_dir: str | None = None
+    venv_dir: Optional[str] = None
     runtime_dirs: list[str] = msgspec.field(default_factory=list)
     state_dirs_created: list[str] = msgspec.field(default_factory=list)
 

@@ -15,6 +15,7 @@ The ``render`` command prints these; ``install`` merges our provider entry into 
 from __future__ import annotations
 
 import os
+from typing import Optional, Union
 
 import msgspec
 
@@ -98,7 +99,7 @@ class ClusterRoleBinding(_Object, kw_only=True):
 class ObjectList(_Object, kw_only=True):
     api_version: str = "v1"
     kind: str = "List"
-    items: list[ClusterRole | ClusterRoleBinding]
+    items: list[Union[ClusterRole, ClusterRoleBinding]]
 
 
 def rbac_objects(audience: str) -> list[ClusterRole | ClusterRoleBinding]:
@@ -305,7 +306,7 @@ class RenderOptions(msgspec.Struct, frozen=True, kw_only=True):
     provider_config: str
     name: str = PROVIDER_NAME
     partial: bool = False
-    token: TokenMode | None = None
+    token: Optional[TokenMode] = None
 
 
 def render(options: RenderOptions) -> Rendered:

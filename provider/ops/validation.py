@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Optional
 
 import msgspec
 
@@ -75,11 +76,11 @@ class ValidateOptions(msgspec.Struct, frozen=True, kw_only=True):
     the one the kubelet's entry for us passes, else the environment, else the embedded one).
     """
 
-    kubelet_config: str | None = None
-    bin_dir: str | None = None
+    kubelet_config: Optional[str] = None
+    bin_dir: Optional[str] = None
     name: str = PROVIDER_NAME
-    kubelet_version: tuple[int, int] | None = None
-    config: str | None = None
+    kubelet_version: Optional[tuple[int, int]] = None
+    config: Optional[str] = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -91,10 +92,10 @@ class Report(msgspec.Struct, kw_only=True):
 
     ok: bool
     status: str
-    kubelet_config: str | None = msgspec.field(name="kubeletConfig")
-    config: str | None
+    kubelet_config: Optional[str] = msgspec.field(name="kubeletConfig")
+    config: Optional[str]
     checks: list[Check]
-    kubelet_error: str | None = msgspec.field(default=None, name="kubeletError")
+    kubelet_error: Optional[str] = msgspec.field(default=None, name="kubeletError")
 
 
 def check(options: ValidateOptions) -> Report:
