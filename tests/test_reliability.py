@@ -93,4 +93,6 @@ def test_operator_commands_name_no_secret(zipapp: Path, tmp_path: Path) -> None:
 def test_gar_faults_slice(zipapp: Path, tmp_path: Path) -> None:
     tally = faults_google.run(tmp_path, faults=("status:503", "reset", "dns"))
     clean(tally)
-    assert tally.cases == 3
+    # each fault: at the probe, at the token call, and warm (a hit, a due refresh, expired)
+    assert tally.cases == 15
+    assert set(tally.notes["gar_retry_pauses"]) == {"gar status:503 token", "gar reset token"}  # type: ignore[arg-type]
