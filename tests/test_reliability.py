@@ -10,11 +10,13 @@ import pytest
 
 from provider.errors import RequestError
 from provider.kubelet import decode_request
+from tests.infra.azure import start_azure
 from tests.infra.moto import MotoServer
 from tests.reliability import (
     cache_faults,
     config_fuzz,
     faults,
+    faults_azure,
     faults_google,
     hostile,
     hygiene,
@@ -95,4 +97,20 @@ def test_gar_faults_slice(zipapp: Path, tmp_path: Path) -> None:
     clean(tally)
     # each fault: at the probe, at the token call, and warm (a hit, a due refresh, expired)
     assert tally.cases == 15
-    assert set(tally.notes["gar_retry_pauses"]) == {"gar status:503 token", "gar reset token"}  # type: ignore[arg-type]
+    pauses = tally.notes["gar_retry_pauses"]
+    assert isinstance(pauses, dict)
+    assert set(pauses) == {"gar status:503 token", "gar reset token"}
+
+
+def test_acr_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    world = start_azure(tmp_path / "azure")
+    try:
+        tally = faults_azure.run(
+            tmp_path, world, faults=("status:503", "dns"), registry_faults=("dns",), statuses=(503,)
+        )
+    finally:
+        world.stop()
+    clean(tally)
+    # IMDS: each fault cold, and warm (a hit, a due refresh, expired); the login server; the exchange
+    assert tally.cases == 2 * 4 + 1 + 1
+    assert tally.notes["acr_attempts"]["acr exchange status:503"] >= 2  # type: ignore[index]
