@@ -7,7 +7,11 @@
   ``cacheDuration`` and a warning (stale-while-error). Nothing valid left: the error stands.
 
 ``refresh_at`` falls at a random 50-70 % of the credential's lifetime, so a fleet of nodes
-that booted together does not refresh together.
+that booted together does not refresh together. A refresh that brings back the very credential
+we held means the source caches its tokens (Google's metadata server hands out the same token
+until it has 5 minutes left): taking 50-70 % of what that token has left would ask again and
+again for the same token, so the next refresh waits until shortly before expiry instead
+(``REISSUE_MARGIN``), when the source hands out a new one.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from provider.cachekeys import credential_key
 from provider.errors import ProviderError
 from provider.metrics import UpstreamCall, failure_kind
 
-__all__ = ["REFRESH_WINDOW", "STALE_CACHE_SECONDS", "Fetched", "obtain"]
+__all__ = ["REFRESH_WINDOW", "REISSUE_MARGIN", "STALE_CACHE_SECONDS", "Fetched", "obtain"]
 
 REFRESH_WINDOW = (0.5, 0.7)
+# Seconds before expiry to ask a source that handed back the credential we held: under the 5
+# minutes at which the metadata server mints a new token, and at most google-auth's own refresh
+# threshold (3 min 45 s), which it uses against the same server.
+REISSUE_MARGIN = (180.0, 225.0)
 # How long the kubelet may keep a credential we hand out while its refresh is failing.
 STALE_CACHE_SECONDS = 60.0
 # A cached credential with less left than this is not worth handing out, even stale.
@@ -58,9 +66,15 @@ def _from_entry(entry: CachedCredential, cache_seconds: float | None = None) -> 
     )
 
 
-def refresh_time(fetched_at: float, expires_at: float, rng: random.Random) -> float:
-    """When to fetch again: a random point in ``REFRESH_WINDOW`` of the lifetime."""
-    return fetched_at + (expires_at - fetched_at) * rng.uniform(*REFRESH_WINDOW)
+def refresh_time(
+    fetched_at: float, expires_at: float, rng: random.Random, *, handed_back: bool = False
+) -> float:
+    """When to fetch again: a random point in ``REFRESH_WINDOW`` of the lifetime; when the source
+    ``handed_back`` the credential we held, no earlier than ``REISSUE_MARGIN`` before expiry."""
+    window = fetched_at + (expires_at - fetched_at) * rng.uniform(*REFRESH_WINDOW)
+    if not handed_back:
+        return window
+    return max(window, expires_at - rng.uniform(*REISSUE_MARGIN))
 
 
 def _call(backend: Backend, name: str, lookup: Lookup, calls: list[UpstreamCall] | None) -> Answer:
@@ -128,7 +142,12 @@ def obtain(  # noqa: PLR0911 - each return is one outcome of the policy in the m
                 password=credential.password,
                 expires_at=expires_at,
                 fetched_at=now,
-                refresh_at=refresh_time(now, expires_at, rng),
+                refresh_at=refresh_time(
+                    now,
+                    expires_at,
+                    rng,
+                    handed_back=cached is not None and cached.password == credential.password,
+                ),
                 credential_expires_at=credential.expires_at,
                 path_scope=credential.path_scope,
                 per_image=answer.per_image,

@@ -158,6 +158,42 @@ def test_refresh_jitter_spreads_a_fleet() -> None:
     assert max(buckets) < 2000 * 0.15
 
 
+class CachingTokenSource(TokenAPI):
+    """Google's metadata server: it hands out the token it holds, with what it has left, until
+    fewer than ``reissue_below`` seconds are left, then mints a new one."""
+
+    def __init__(self, clock: Clock, lifetime: float = 3600.0, reissue_below: float = 300.0) -> None:
+        super().__init__(lifetime)
+        self.clock = clock
+        self.reissue_below = reissue_below
+        self.minted = 0
+        self.expires_at = 0.0
+
+    def get_credentials(self, lookup: Lookup) -> Answer:
+        self.calls += 1
+        if self.expires_at - self.clock.now < self.reissue_below:
+            self.minted += 1
+            self.expires_at = self.clock.now + self.lifetime
+        credential = Credential(username="u", password=f"token-{self.minted}", expires_at=self.expires_at)
+        return Answer(credential=credential, cache_seconds=None, cacheable=True)
+
+
+def test_a_source_that_hands_back_its_token_is_asked_again_only_near_expiry(store: CredentialStore) -> None:
+    clock, warnings = Clock(), list[str]()
+    source = CachingTokenSource(clock)
+    rng = random.Random(3)
+    for _ in range(8 * 60):  # a pull a minute for 8 hours
+        fetched = obtain(source, "gar", lookup(clock, warnings), store, "node", rng=rng)
+        credential = fetched.answer.credential
+        assert credential is not None
+        assert credential.expires_at is not None
+        assert credential.expires_at - clock.now > 60  # never handed out about to expire
+        clock.now += 60
+    # once in the refresh window, once just before the metadata server mints anew
+    assert source.calls <= 2 * source.minted
+    assert warnings == []
+
+
 def test_stale_while_error_then_clear_failure(store: CredentialStore) -> None:
     api, clock, warnings = TokenAPI(), Clock(), list[str]()
     obtain(api, "ecr", lookup(clock, warnings), store, "node", rng=random.Random(1))

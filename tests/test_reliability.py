@@ -10,11 +10,13 @@ import pytest
 
 from provider.errors import RequestError
 from provider.kubelet import decode_request
+from tests.infra.azure import start_azure
 from tests.infra.moto import MotoServer
 from tests.reliability import (
     cache_faults,
     config_fuzz,
     faults,
+    faults_azure,
     faults_google,
     hostile,
     hygiene,
@@ -93,4 +95,22 @@ def test_operator_commands_name_no_secret(zipapp: Path, tmp_path: Path) -> None:
 def test_gar_faults_slice(zipapp: Path, tmp_path: Path) -> None:
     tally = faults_google.run(tmp_path, faults=("status:503", "reset", "dns"))
     clean(tally)
-    assert tally.cases == 3
+    # each fault: at the probe, at the token call, and warm (a hit, a due refresh, expired)
+    assert tally.cases == 15
+    pauses = tally.notes["gar_retry_pauses"]
+    assert isinstance(pauses, dict)
+    assert set(pauses) == {"gar status:503 token", "gar reset token"}
+
+
+def test_acr_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    world = start_azure(tmp_path / "azure")
+    try:
+        tally = faults_azure.run(
+            tmp_path, world, faults=("status:503", "dns"), registry_faults=("dns",), statuses=(503,)
+        )
+    finally:
+        world.stop()
+    clean(tally)
+    # IMDS: each fault cold, and warm (a hit, a due refresh, expired); the login server; the exchange
+    assert tally.cases == 2 * 4 + 1 + 1
+    assert tally.notes["acr_attempts"]["acr exchange status:503"] >= 2  # type: ignore[index]

@@ -5,7 +5,10 @@
   (``X-Forwarded-For``); answers carry ``Metadata-Flavor: Google``.
   ``GET /computeMetadata/v1/instance/service-accounts/`` lists the accounts, ``.../<name>/``
   gives an account's info and ``.../service-accounts/<name>/token`` gives ``node_token`` for ``default`` or any of
-  ``accounts`` (404 for others), ``expires_in`` = ``token_seconds``.
+  ``accounts`` (404 for others), ``expires_in`` = ``token_seconds``. With ``reissue_below`` set
+  it behaves as the real server does (CLOUDS.md; Google's docs: it caches a token until it has
+  5 minutes left): the token it holds, with what it has left, and a new ``node_token`` (valid
+  ``token_seconds``) only once fewer than ``reissue_below`` seconds are left.
 - STS ``POST /v1/token``: a token exchange (form body) with ``subject_token_type`` JWT, the
   ``audience`` configured, and a subject token in ``subjects``; anything else 400
   ``invalid_grant``. Answers ``federated_token``.
@@ -128,8 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         if name != "default" and name not in fake.accounts:
             self._reply(404, "not found", flavor=True)
             return
-        body = {"access_token": fake.node_token, "expires_in": fake.token_seconds, "token_type": "Bearer"}
-        self._reply(200, body, flavor=True)
+        token, seconds = fake._node_token_now()
+        self._reply(200, {"access_token": token, "expires_in": seconds, "token_type": "Bearer"}, flavor=True)
 
     def do_POST(self) -> None:
         kind = self._record()
@@ -200,6 +203,7 @@ class GoogleFake(ThreadedServer):
         mode: Mode = "ok",
         failures: int = 0,
         hang_seconds: float = 5.0,
+        reissue_below: float | None = None,
     ) -> None:
         self.node_token = node_token or "ya29.node-" + secrets.token_urlsafe(24)
         self.federated_token = "ya29.federated-" + secrets.token_urlsafe(24)
@@ -212,6 +216,9 @@ class GoogleFake(ThreadedServer):
         self.mode: Mode = mode
         self.failures = failures
         self.hang_seconds = hang_seconds
+        self.reissue_below = reissue_below
+        self.node_tokens_minted = 1
+        self._node_expires_at = time.time() + token_seconds
         self.requests: list[GoogleRequest] = []
         self.audiences: list[str] = []
         self._lock = threading.Lock()
@@ -249,6 +256,18 @@ class GoogleFake(ThreadedServer):
     def _note_audience(self, audience: str) -> None:
         with self._lock:
             self.audiences.append(audience)
+
+    def _node_token_now(self) -> tuple[str, int]:
+        """The node token to hand out now and its ``expires_in``."""
+        with self._lock:
+            if self.reissue_below is None:
+                return self.node_token, self.token_seconds
+            now = time.time()
+            if self._node_expires_at - now < self.reissue_below:
+                self.node_token = "ya29.node-" + secrets.token_urlsafe(24)
+                self.node_tokens_minted += 1
+                self._node_expires_at = now + self.token_seconds
+            return self.node_token, int(self._node_expires_at - now)
 
     def _take_failure(self) -> bool:
         with self._lock:

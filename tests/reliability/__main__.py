@@ -3,7 +3,8 @@
 Counts: 10,000 stdin cases (2 execs at a time), every config field wrong in every way as JSON
 and YAML (over 2,000 documents each), hostile config files, every fault cold and warm, every
 look-alike host under two configs, every cache fault, and the soak (200 execs, 16 at a time, 3
-kubelet restarts, 8 registries: 5 credential helper hosts, ECR, GAR and ACR). Exit 1 if any part failed or any secret was found."""
+kubelet restarts, 8 registries: 5 credential helper hosts, ECR, GAR and ACR), and the GAR and
+ACR faults (cold, at the token call, warm). Exit 1 if any part failed or any secret was found."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.reliability import (
     cache_faults,
     config_fuzz,
     faults,
+    faults_azure,
     faults_google,
     hostile,
     hygiene,
@@ -31,6 +33,7 @@ from tests.reliability.common import ROOT, ZIPAPP, Tally
 
 STDIN_CASES = 10_000
 CONFIG_SECONDS_GOAL = 1.0
+FAULT_PARTS = ("fault injection", "gar faults", "acr faults")
 
 
 def main() -> int:
@@ -62,6 +65,8 @@ def main() -> int:
             azure = start_azure(root / "azure")
             try:
                 tallies.append(soak.run(root / "soak", moto, azure=azure))
+                print("running acr faults ...", file=sys.stderr, flush=True)
+                tallies.append(faults_azure.run(root / "acr-faults", azure))
             finally:
                 azure.stop()
         finally:
@@ -75,11 +80,16 @@ def main() -> int:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print("worst wall time per fault (s):")
+    for tally in tallies:
+        if tally.part in FAULT_PARTS:
+            for label, seconds in sorted(tally.worst.items()):
+                print(f"  {tally.part:16}  {label:32}  {seconds:.3f}")
     config_worst = max(
         (s for t in tallies if t.part.startswith("config") for s in t.worst.values()), default=0.0
     )
     fault_worst = max(
-        (s for t in tallies if t.part in ("fault injection", "gar faults") for s in t.worst.values()),
+        (s for t in tallies if t.part in FAULT_PARTS for s in t.worst.values()),
         default=0.0,
     )
     goals = {

@@ -4,7 +4,13 @@
 (the request is read, then an HTTP N answer with a JSON body and ``Retry-After: 0``),
 ``reset`` (the request is read, then the connection is reset), ``slow`` (forwarded, but the
 answer dribbles one byte every ``slow_seconds``), ``hang`` (the request is read and never
-answered). ``connections`` counts what reached the proxy."""
+answered). ``connections`` counts what reached the proxy.
+
+With ``only`` set, the proxy reads each request and applies the fault only to requests whose
+request line holds ``only`` (a path, say); the others are forwarded one per connection, with
+``Connection: close`` both ways so the client's next request opens a new connection and meets
+the proxy's judgement again. ``faulted`` holds when each faulted request arrived (monotonic
+seconds): the pauses between attempts, for a check that retries are jittered."""
 
 from __future__ import annotations
 
@@ -12,6 +18,14 @@ import contextlib
 import socket
 import struct
 import threading
+import time
+
+
+def _closing(message: bytes) -> bytes:
+    """An HTTP message with its ``Connection`` header replaced by ``Connection: close``."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"Connection: close"]) + sep + body
 
 
 class FaultProxy:
@@ -20,6 +34,8 @@ class FaultProxy:
         self.mode = "pass"
         self.slow_seconds = slow_seconds
         self.connections = 0
+        self.only: str | None = None
+        self.faulted: list[float] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._listener = socket.socket()
@@ -52,14 +68,15 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(client, self.mode), daemon=True).start()
 
     @staticmethod
-    def _read_request(client: socket.socket) -> None:
+    def _read_request(client: socket.socket) -> bytes:
+        """The request's bytes (head and body), as far as they came."""
         client.settimeout(5)
         data = b""
         with contextlib.suppress(OSError):
             while b"\r\n\r\n" not in data:
                 chunk = client.recv(65536)
                 if not chunk:
-                    return
+                    return data
                 data += chunk
             head, _, body = data.partition(b"\r\n\r\n")
             length = 0
@@ -70,15 +87,30 @@ class FaultProxy:
             while len(body) < length:
                 chunk = client.recv(65536)
                 if not chunk:
-                    return
+                    break
                 body += chunk
+            data = head + b"\r\n\r\n" + body
+        return data
 
     def _serve(self, client: socket.socket, mode: str) -> None:
         try:
-            if mode in {"pass", "slow"}:
+            if mode != "pass" and self.only is not None:
+                request = self._read_request(client)
+                if self.only.encode() not in request.split(b"\r\n", 1)[0]:
+                    self._forward_one(client, request)
+                    return
+                with self._lock:
+                    self.faulted.append(time.monotonic())
+                if mode == "slow":
+                    self._forward_one(client, request, slow=True)
+                    return
+            elif mode in {"pass", "slow"}:
                 self._forward(client, slow=mode == "slow")
                 return
-            self._read_request(client)
+            else:
+                self._read_request(client)
+                with self._lock:
+                    self.faulted.append(time.monotonic())
             if mode.startswith("status:"):
                 status = int(mode.split(":")[1])
                 body = b'{"__type": "InternalFailure", "message": "injected by the fault proxy"}'
@@ -96,6 +128,26 @@ class FaultProxy:
         finally:
             with contextlib.suppress(OSError):
                 client.close()
+
+    def _forward_one(self, client: socket.socket, request: bytes, *, slow: bool = False) -> None:
+        """``request`` to the upstream and its whole answer back, both marked ``Connection: close``."""
+        upstream = socket.create_connection(self.upstream, timeout=30)
+        try:
+            upstream.sendall(_closing(request))
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := upstream.recv(65536):
+                    answer += chunk
+            answer = _closing(answer)
+            if not slow:
+                client.sendall(answer)
+                return
+            for index in range(len(answer)):
+                if self._stopped.wait(self.slow_seconds):
+                    return
+                client.sendall(answer[index : index + 1])
+        finally:
+            upstream.close()
 
     def _forward(self, client: socket.socket, *, slow: bool) -> None:
         upstream = socket.create_connection(self.upstream, timeout=30)

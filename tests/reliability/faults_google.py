@@ -1,28 +1,45 @@
 """Fault injection for GAR: the Google fake's metadata server behind the fault proxy
-(``GCE_METADATA_HOST`` is the proxy), each fault cold (nothing cached). Judged by: one clean
-error line well inside the kubelet's 60 s, and retries bounded (the attempts the proxy saw are
-at most ``provider.google.sdk.ATTEMPTS``; how many is reported). Worst wall time per fault.
+(``GCE_METADATA_HOST`` is the proxy). Judged by: one clean error line well inside the kubelet's
+60 s, retries bounded (the attempts the proxy saw are at most ``provider.google.sdk.ATTEMPTS``)
+and jittered (the pauses between attempts differ from one exec to the next: taken from when the
+proxy saw them, compared, never held against a time). Worst wall time per fault.
 
-Every fault here meets the plugin's first metadata request, the identity probe, which takes
-any failure for "no metadata server" without retrying (one attempt each, so no pauses to
-compare for jitter); faults at the token call alone need a path-aware proxy."""
+- ``probe``: every request faulted, so the fault meets the plugin's first metadata request, the
+  identity probe, which takes any failure for "no metadata server" without retrying.
+- ``token``: only the token request faulted (the proxy's ``only``), so the probe passes and the
+  token call meets the fault, and is retried.
+- ``warm``: a credential cached first; an exec then answers from the cache without a metadata
+  request; with the clock moved past its refresh point (libfaketime: 2,600 s of the fake's
+  3,599 s token) the refresh meets the fault and the cached token is served with a warning and a
+  short cacheDuration (stale-while-error); past its expiry (3,700 s) the fault is a clean error.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from provider.credcache import STALE_CACHE_SECONDS
+from provider.goduration import parse_seconds
 from provider.google.sdk import ATTEMPTS
 from tests.infra.google import GoogleFake
-from tests.reliability.common import V1, Tally, base_env, failure_problem, run_plugin
+from tests.reliability.cache_faults import LIBFAKETIME
+from tests.reliability.common import V1, Exec, Tally, base_env, failure_problem, run_plugin
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.faults import KUBELET_SECONDS
 
 IMAGE = "europe-docker.pkg.dev/my-project/repo/app"
 FAULTS = ("status:500", "status:503", "status:429", "reset", "slow", "hang", "dns")
+# Faults the token call retries (a slow answer or a hang runs out its timeout once, DNS fails fast).
+RETRIED = ("status:500", "status:503", "status:429", "reset")
+STAGES = ("probe", "token", "warm")
+DUE_SECONDS = 2600  # past any refresh point of a 3,599 s token (50-70 %), 999 s before expiry
+EXPIRED_SECONDS = 3700
+REQUEST = json.dumps({"kind": "CredentialProviderRequest", "apiVersion": V1, "image": IMAGE}).encode()
 
 
 def _config(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "gar.json"
     path.write_text(
         json.dumps(
@@ -37,37 +54,100 @@ def _config(root: Path) -> Path:
     return path
 
 
-def _once(tally: Tally, root: Path, google: GoogleFake, fault: str) -> None:
-    """One cold exec under ``fault``."""
-    case_root = root / fault.replace(":", "-")
-    case_root.mkdir(parents=True, exist_ok=True)
+def _exec(root: Path, host: str, *, later: int = 0) -> Exec:
+    """One exec with ``GCE_METADATA_HOST`` = ``host``, ``later`` seconds in the future."""
+    env = base_env({"GCE_METADATA_HOST": host, "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(root / "cache")})
+    if later:
+        # Monotonic clocks are faked too: libfaketime's sleeps fail with EINVAL otherwise.
+        env.update({"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"+{later}"})
+    return run_plugin(["--config", str(_config(root))], REQUEST, env)
+
+
+def _judge_failure(tally: Tally, label: str, result: Exec, google: GoogleFake) -> None:
+    tally.case(label, result.seconds)
+    tally.scan(label, result.stderr, result.stdout)
+    if google.node_token.encode() in result.stderr:
+        tally.fail("secret-leaked", f"{label}: the token on stderr")
+    problem = failure_problem(result)
+    if problem:
+        tally.fail(problem, f"{label}: {result.stderr.decode(errors='replace')}")
+    if result.seconds >= KUBELET_SECONDS:
+        tally.fail("past-the-kubelets-deadline", f"{label}: {result.seconds:.1f}s")
+
+
+def _attempts(tally: Tally, label: str, proxy: FaultProxy, fault: str, retried: bool) -> None:
+    attempts = len(proxy.faulted)
+    tally.notes.setdefault("gar_attempts", {})[label] = attempts  # type: ignore[index]
+    if attempts > ATTEMPTS:
+        tally.fail("unbounded-retries", f"{label}: {attempts} attempts")
+    if retried and fault in RETRIED:
+        if attempts < 2:
+            tally.fail("not-retried", f"{label}: {attempts} attempt")
+        pauses = [round(b - a, 3) for a, b in zip(proxy.faulted, proxy.faulted[1:], strict=False)]
+        tally.notes.setdefault("gar_retry_pauses", {})[label] = pauses  # type: ignore[index]
+
+
+def _cold(tally: Tally, root: Path, google: GoogleFake, fault: str, stage: str) -> None:
     with FaultProxy("127.0.0.1", google.port) as proxy:
         proxy.mode = fault
+        proxy.only = "/token" if stage == "token" else None
         host = "metadata.unresolvable.invalid" if fault == "dns" else f"127.0.0.1:{proxy.port}"
-        env = base_env(
-            {"GCE_METADATA_HOST": host, "REGISTRY_CREDENTIAL_PROVIDER_CACHE_DIR": str(case_root / "cache")}
+        label = f"gar {fault}" if stage == "probe" else f"gar {fault} {stage}"
+        _judge_failure(tally, label, _exec(root / f"{fault.replace(':', '-')}-{stage}", host), google)
+        _attempts(tally, label, proxy, fault, retried=stage == "token")
+
+
+def _warm(tally: Tally, root: Path, google: GoogleFake, fault: str) -> None:
+    case_root = root / f"{fault.replace(':', '-')}-warm"
+    with FaultProxy("127.0.0.1", google.port) as proxy:
+        host = f"127.0.0.1:{proxy.port}"
+        primed = _exec(case_root, host)
+        if primed.code != 0:
+            tally.fail("priming-failed", primed.stderr.decode(errors="replace"))
+            return
+        before = google.token_requests(), proxy.connections
+        hit = _exec(case_root, host)
+        tally.case(f"gar {fault} warm hit", hit.seconds)
+        if hit.code != 0 or google.node_token.encode() not in hit.stdout:
+            tally.fail("warm-hit-failed", f"gar {fault} warm hit: {hit.stderr.decode(errors='replace')}")
+        if (google.token_requests(), proxy.connections) != before:
+            tally.fail("warm-hit-asked-metadata", f"gar {fault} warm hit")
+        proxy.mode = fault
+        proxy.only = "/token"
+        faulted_host = "metadata.unresolvable.invalid" if fault == "dns" else host
+        stale = _exec(case_root, faulted_host, later=DUE_SECONDS)
+        label = f"gar {fault} warm due"
+        tally.case(label, stale.seconds)
+        tally.scan(label, stale.stderr)
+        _attempts(tally, label, proxy, fault, retried=False)
+        stderr = stale.stderr.decode(errors="replace")
+        if stale.code != 0 or google.node_token.encode() not in stale.stdout:
+            tally.fail("stale-not-served", f"{label}: {stderr}")
+        else:
+            duration = json.loads(stale.stdout).get("cacheDuration", "")
+            if parse_seconds(duration) > STALE_CACHE_SECONDS:
+                tally.fail("stale-cache-duration-too-long", f"{label}: cacheDuration {duration!r}")
+            if "answering with the cached credential" not in stderr or len(stderr.splitlines()) != 1:
+                tally.fail("stale-without-one-warning", f"{label}: {stderr}")
+        if google.node_token.encode() in stale.stderr:
+            tally.fail("secret-leaked", f"{label}: the token on stderr")
+        _judge_failure(
+            tally, f"gar {fault} warm expired", _exec(case_root, faulted_host, later=EXPIRED_SECONDS), google
         )
-        request = json.dumps({"kind": "CredentialProviderRequest", "apiVersion": V1, "image": IMAGE}).encode()
-        result = run_plugin(["--config", str(_config(case_root))], request, env)
-        tally.case(f"gar {fault}", result.seconds)
-        tally.scan(f"gar {fault}", result.stderr, result.stdout)
-        if google.node_token.encode() in result.stderr:
-            tally.fail("secret-leaked", f"gar {fault}: the token on stderr")
-        problem = failure_problem(result)
-        if problem:
-            tally.fail(problem, f"gar {fault}: {result.stderr.decode(errors='replace')}")
-        if result.seconds >= KUBELET_SECONDS:
-            tally.fail("past-the-kubelets-deadline", f"gar {fault}: {result.seconds:.1f}s")
-        attempts = proxy.connections
-        if attempts > ATTEMPTS:
-            tally.fail("unbounded-retries", f"gar {fault}: {attempts} attempts")
-        tally.notes.setdefault("gar_attempts", {})[fault] = attempts  # type: ignore[index]
 
 
-def run(root: Path, faults: tuple[str, ...] = FAULTS) -> Tally:
-    """Each fault cold, one after another."""
+def run(root: Path, faults: tuple[str, ...] = FAULTS, stages: tuple[str, ...] = STAGES) -> Tally:
+    """Each fault at each stage, one after another; then whether the retry pauses differed."""
     tally = Tally("gar faults")
     with GoogleFake() as google:
         for fault in faults:
-            _once(tally, root, google, fault)
+            for stage in stages:
+                if stage == "warm":
+                    _warm(tally, root, google, fault)
+                else:
+                    _cold(tally, root, google, fault, stage)
+    pauses = tally.notes.get("gar_retry_pauses", {})
+    assert isinstance(pauses, dict)
+    if len(pauses) > 1 and len({tuple(p) for p in pauses.values()}) < len(pauses):
+        tally.fail("retries-not-jittered", f"the same pauses twice: {pauses}")
     return tally
