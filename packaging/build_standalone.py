@@ -49,17 +49,21 @@ ROOT = build_release.ROOT
 sys.path.insert(0, str(ROOT))
 from provider.releasenames import NAME, standalone_dir, standalone_name  # noqa: E402
 
-CACHE = Path(os.environ.get("RCP_STANDALONE_CACHE", "/var/cache/registry-credential-provider-test/standalone"))
+CACHE = Path(
+    os.environ.get("RCP_STANDALONE_CACHE", "/var/cache/registry-credential-provider-test/standalone")
+)
 SUITE = "bullseye"
 MIRROR = "http://deb.debian.org/debian"
 PYTHON_VERSION = "3.9"
 BUILD_PACKAGES = ("python3", "python3-venv", "libpython3.9", "binutils")
 BUILD_REQUIREMENTS = ROOT / "packaging" / "standalone-build.txt"
+# The highest GLIBC_x.y symbol version any ELF of the build needs, measured (glibc_floor.py;
+# README): bullseye's libpython3.9 and libsqlite3 need 2.29 (libm's exp/log/pow), the bootloader
+# and the manylinux2014 wheels 2.17 or less. tests/test_standalone.py fails when it rises.
+GLIBC_FLOOR = (2, 29)
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 WHEEL_PLATFORM = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
-ENTRY = "import sys\nfrom provider.__main__ import entry_point\n\nentry_point()\n"
-# Modules PyInstaller's analysis cannot see: the provider imports backends by name.
-COLLECT = ("provider",)
+ENTRY = "from provider.__main__ import entry_point\n\nentry_point()\n"
 
 
 def _log(message: str) -> None:
@@ -111,8 +115,12 @@ def build_root(arch: str) -> Path:
     _log(f"installing {', '.join(BUILD_PACKAGES)} into a copy of {base.name}")
     _run(["cp", "-a", str(base), str(root)])
     shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
-    script = f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {' '.join(BUILD_PACKAGES)}"
-    _run(["chroot", str(root), "sh", "-c", script], env={**_chroot_env(), "DEBIAN_FRONTEND": "noninteractive"})
+    script = (
+        f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {' '.join(BUILD_PACKAGES)}"
+    )
+    _run(
+        ["chroot", str(root), "sh", "-c", script], env={**_chroot_env(), "DEBIAN_FRONTEND": "noninteractive"}
+    )
     _stamp(root).write_text(" ".join(BUILD_PACKAGES) + "\n")
     return root
 
@@ -178,7 +186,9 @@ def build_key(arch: str) -> str:
     """A hash of everything the build reads: sources, lock, build tools, this script."""
     digest = hashlib.sha256(arch.encode())
     inputs = [LOCK, BUILD_REQUIREMENTS, Path(__file__), *build_release.platform_files(arch)]
-    inputs += sorted(p for p in (ROOT / "provider").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    inputs += sorted(
+        p for p in (ROOT / "provider").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
     for path in inputs:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     digest.update(" ".join(BUILD_PACKAGES).encode())
@@ -211,9 +221,11 @@ def _build_in_root(arch: str, root: Path, scratch: Path, version: str) -> Path:
     (work / "wheels").mkdir(parents=True)
     for wheel in wheels:
         shutil.copyfile(wheel, work / "wheels" / wheel.name)
-    shutil.copytree(ROOT / "provider", work / "src" / "provider", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "provider", work / "src" / "provider", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (work / "entry.py").write_text(ENTRY)
-    collect = " ".join(f"--collect-submodules {m} --collect-data {m}" for m in COLLECT)
+    collect = " ".join(pyinstaller_collect(ROOT / "provider"))
     script = (
         "set -e; cd /build; python3 -m venv venv; "
         "venv/bin/pip install --quiet --disable-pip-version-check --no-index --no-deps wheels/*.whl; "
@@ -230,13 +242,33 @@ def _build_in_root(arch: str, root: Path, scratch: Path, version: str) -> Path:
     return archive
 
 
+def pyinstaller_collect(package: Path) -> list[str]:
+    """PyInstaller options bundling every module and data file of ``package`` (as copied to
+    ``/build/src``): the provider imports commands and backends by name, which analysis cannot
+    follow, and PyInstaller's own collection imports the package, which fails for modules this
+    CPython cannot import (they would then be silently left out)."""
+    options = []
+    for path in sorted(package.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(package.parent)
+        if path.suffix == ".py":
+            module = ".".join(relative.with_suffix("").parts)
+            options += ["--hidden-import", module.removesuffix(".__init__")]
+        else:
+            options += ["--add-data", f"/build/src/{relative}:{relative.parent}"]
+    return options
+
+
 def write_archive(directory: Path, top: str, target: Path) -> None:
     """``directory`` as ``top/...`` in a tar.gz with sorted members, no owners and fixed times."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         paths = [directory, *sorted(directory.rglob("*"))]
         for path in paths:
-            info = tar.gettarinfo(str(path), arcname=str(Path(top) / path.relative_to(directory)).rstrip("/."))
+            info = tar.gettarinfo(
+                str(path), arcname=str(Path(top) / path.relative_to(directory)).rstrip("/.")
+            )
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mtime = 315532800
