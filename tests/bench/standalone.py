@@ -5,6 +5,7 @@ architecture. Builds with ``build_standalone`` (root; cached by input hash)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 import tarfile
 import tempfile
 from pathlib import Path
@@ -70,17 +71,13 @@ def measure() -> list[Measurement]:
             timed_exec([program, *argv], REQUEST, envs[name])
         # Debug mode only adds the line that says the fast path answered (checked on every hit).
         envs = {name: {**env, DEBUG_ENV: "1"} for name, env in envs.items()}
-        medians = interleaved_medians(
-            15,
-            {
-                name: (
-                    lambda n=name: timed_exec(
-                        [programs[n], *argv], REQUEST, envs[n], expect_stderr=FAST_PATH_MARK
-                    )
-                )
-                for name in programs
-            },
-        )
+
+        def hit(name: str) -> Callable[[], float]:
+            return lambda: timed_exec(
+                [programs[name], *argv], REQUEST, envs[name], expect_stderr=FAST_PATH_MARK
+            )
+
+        medians = interleaved_medians(15, {name: hit(name) for name in programs})
         rows.append(measurement("hit path, zipapp", medians["zipapp"] * 1000, "ms"))
         rows.append(measurement("hit path, self-contained", medians["standalone"] * 1000, "ms"))
         ratio = medians["standalone"] / medians["zipapp"]
