@@ -5,9 +5,9 @@ architecture. Builds with ``build_standalone`` (root; cached by input hash)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.bench.common import (
