@@ -10,28 +10,26 @@ debootstraps the roots and builds (minutes; arm64 emulated); later runs take the
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from provider import __version__
 from provider.releasenames import NAME, standalone_dir
+from tests import goldencases
 from tests.conftest import CACHE_DIR_ENV, ROOT, kubelet_environ
-from tests.kubelet_sim import KubeletSimulator
+from tests.test_install import CONFIG, cli, dump, make_root, shell_env
 
 sys.path.insert(0, str(ROOT / "packaging"))
 import build_release
 import build_standalone
 import glibc_floor
 
-GOLDEN = ROOT / "tests" / "data" / "golden"
-CASES = sorted(path.name for path in GOLDEN.iterdir() if path.is_dir())
 CHROOT_CACHE = "/var/cache/rcp-test"
 
 
@@ -75,66 +73,16 @@ def _plugin_wrapper(bin_dir: Path, root: Path, executable: str) -> None:
     wrapper.chmod(0o755)
 
 
-def _kubelet_config(config: str, api_version: str) -> dict[str, object]:
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1",
-        "kind": "CredentialProviderConfig",
-        "providers": [
-            {
-                "name": NAME,
-                "apiVersion": api_version,
-                "matchImages": ["*", "*.*", "*.*.*", "*.*:*"],
-                "defaultCacheDuration": "5m",
-                "args": ["get-credentials", "--config", config],
-            }
-        ],
-    }
-
-
-def _case(root: Path, case: str) -> tuple[str, str, bytes, bytes]:
-    """Copy ``case`` into ``root/golden`` with ``{dir}`` filled in as the chroot sees it; the
-    config's path in the chroot, the image, the request and the expected response."""
-    workdir = root / "golden" / case
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    shutil.copytree(GOLDEN / case, workdir)
-    (config,) = [p for p in workdir.iterdir() if p.stem == "provider-config"]
-    config.write_text(config.read_text().replace("{dir}", f"/golden/{case}"))
-    request = (workdir / "request.json").read_bytes()
-    return (
-        f"/golden/{case}/{config.name}",
-        json.loads(request)["image"],
-        request,
-        (workdir / "response.json").read_bytes(),
-    )
-
-
-def _answers_in_chroot(
-    root: Path, executable: str, tmp_path: Path
-) -> Iterator[tuple[str, bytes, bytes, bytes]]:
-    """Per golden case: the exact request's answer and the kubelet simulator's exec of the
-    plugin (its stdout), both run in ``root``, and the expected response."""
+def _answers_in_chroot(root: Path, executable: str, tmp_path: Path) -> list[str]:
+    """Every golden case against ``executable`` run inside ``root`` (tests/goldencases.py: the
+    exact request's answer is the golden response byte for byte, and the kubelet simulator's
+    exec of it too); the cases also pulled through the simulator."""
     bin_dir = tmp_path / "bin"
     _plugin_wrapper(bin_dir, root, executable)
     (root / CHROOT_CACHE.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (root / "golden").mkdir(exist_ok=True)
     env = kubelet_environ({CACHE_DIR_ENV: CHROOT_CACHE, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    for case in CASES:
-        config, image, request, expected = _case(root, case)
-        direct = subprocess.run(
-            [str(bin_dir / NAME), "get-credentials", "--config", config],
-            input=request,
-            capture_output=True,
-            env=env,
-            check=False,
-            timeout=120,
-        )
-        assert (direct.returncode, direct.stderr) == (0, b""), (case, direct.stderr.decode())
-        api_version = json.loads(request)["apiVersion"]
-        sim = KubeletSimulator(_kubelet_config(config, api_version), bin_dir, base_env=env, timeout=120)
-        sim.lookup(image)
-        (record,) = sim.execs
-        assert (record.exit_code, record.stderr) == (0, b""), (case, record.stderr.decode())
-        yield case, direct.stdout, record.stdout, expected
+    return goldencases.check_all(root / "golden", "/golden", bin_dir / NAME, env)
 
 
 def _assert_no_python(root: Path) -> None:
@@ -144,49 +92,23 @@ def _assert_no_python(root: Path) -> None:
     assert found == [], f"the minimal root has Python: {found}"
 
 
-def _zipapp_answers(zipapp: Path, tmp_path: Path) -> dict[str, tuple[bytes, bytes]]:
-    """The host zipapp's answers to the same cases, directly and through the simulator (its
-    config files are copies in ``tmp_path/host``, named by their host paths)."""
-    host = tmp_path / "host"
-    bin_dir = tmp_path / "zipapp-bin"
-    bin_dir.mkdir()
-    (bin_dir / NAME).symlink_to(zipapp)
+def _zipapp_answers(zipapp: Path, tmp_path: Path) -> list[str]:
+    """The host zipapp against the same golden cases (same checks, same bytes)."""
+    (tmp_path / "host").mkdir()
     env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "zipapp-cache")})
-    answers = {}
-    for case in CASES:
-        _case(host, case)
-        (config,) = [p for p in (host / "golden" / case).iterdir() if p.stem == "provider-config"]
-        config.write_text(config.read_text().replace(f"/golden/{case}", str(host / "golden" / case)))
-        request = (host / "golden" / case / "request.json").read_bytes()
-        direct = subprocess.run(
-            [str(zipapp), "get-credentials", "--config", str(config)],
-            input=request,
-            capture_output=True,
-            env=env,
-            check=False,
-            timeout=120,
-        )
-        assert (direct.returncode, direct.stderr) == (0, b""), direct.stderr.decode()
-        api_version = json.loads(request)["apiVersion"]
-        sim = KubeletSimulator(_kubelet_config(str(config), api_version), bin_dir, base_env=env, timeout=120)
-        sim.lookup(json.loads(request)["image"])
-        answers[case] = (direct.stdout, sim.execs[0].stdout)
-    return answers
+    return goldencases.check_all(tmp_path / "host", str(tmp_path / "host"), zipapp, env)
 
 
 def test_x86_64_standalone_answers_the_goldens_in_a_root_without_python(
     chroots: dict[str, Path], zipapp: Path, tmp_path: Path
 ) -> None:
+    """Both answer every golden request with the golden response's bytes: the same bytes."""
     root = chroots["x86_64"]
     _assert_no_python(root)
-    zipapp_answers = _zipapp_answers(zipapp, tmp_path)
+    simulated = _zipapp_answers(zipapp, tmp_path)
     executable = f"/opt/{standalone_dir(__version__, 'x86_64')}/{NAME}"
-    answered = []
-    for case, direct, via_sim, expected in _answers_in_chroot(root, executable, tmp_path):
-        assert direct == expected, case
-        assert (direct, via_sim) == zipapp_answers[case], case
-        answered.append(case)
-    assert answered == CASES
+    assert _answers_in_chroot(root, executable, tmp_path) == simulated
+    assert simulated, "no case went through the kubelet simulator"
 
 
 def test_aarch64_standalone_answers_the_goldens_under_qemu(chroots: dict[str, Path], tmp_path: Path) -> None:
@@ -197,12 +119,7 @@ def test_aarch64_standalone_answers_the_goldens_under_qemu(chroots: dict[str, Pa
         header = handle.read(20)
     assert header[:4] == b"\x7fELF", "not an ELF"
     assert int.from_bytes(header[18:20], "little") == 183, "not an aarch64 ELF (e_machine EM_AARCH64)"
-    answered = [
-        case
-        for case, direct, _sim, expected in _answers_in_chroot(root, executable, tmp_path)
-        if direct == expected
-    ]
-    assert answered == CASES
+    assert _answers_in_chroot(root, executable, tmp_path)
 
 
 def test_aarch64_zipapp_answers_the_goldens_on_arm64_bullseye_python(
@@ -212,12 +129,7 @@ def test_aarch64_zipapp_answers_the_goldens_on_arm64_bullseye_python(
     (root / "opt").mkdir(exist_ok=True)
     shutil.copyfile(aarch64_zipapp, root / "opt" / NAME)
     (root / "opt" / NAME).chmod(0o755)
-    answered = [
-        case
-        for case, direct, _sim, expected in _answers_in_chroot(root, f"/opt/{NAME}", tmp_path)
-        if direct == expected
-    ]
-    assert answered == CASES
+    assert _answers_in_chroot(root, f"/opt/{NAME}", tmp_path)
 
 
 @pytest.mark.parametrize("arch", build_release.ARCHES)
@@ -251,3 +163,50 @@ def test_scan_finds_a_real_elf_and_its_needs(tmp_path: Path) -> None:
     needs = glibc_floor.scan(tmp_path)
     assert [e.path for e in needs] == ["true"]
     assert needs[0].glibc >= (2, 2)
+
+
+def test_install_sh_without_python_installs_the_standalone_and_the_kubelet_runs_it(
+    standalone: dict[str, Path], zipapp: Path, tmp_path: Path
+) -> None:
+    """install.sh on a PATH with no Python picks the self-contained tarball beside it; its own
+    installer puts the directory and the link into a kubeadm root; the kubelet simulator execs
+    the link (PyInstaller's bootloader finds its files through it) and the answers are the
+    zipapp's; doctor says which form it is."""
+    arch = build_standalone.host_arch()
+    release = tmp_path / "release"
+    release.mkdir()
+    shutil.copyfile(ROOT / "node-config" / "install.sh", release / "install.sh")
+    shutil.copyfile(standalone[arch], release / standalone[arch].name)
+    root = make_root(tmp_path, "kubeadm", python=False)
+    before = dump(root)
+    env = shell_env(tmp_path, {}, "ID=flatcar\n")
+    for tool in ("tar", "gzip"):
+        found = shutil.which(tool)
+        assert found is not None
+        (tmp_path / "path" / tool).symlink_to(found)
+    result = subprocess.run(
+        ["/bin/sh", str(release / "install.sh"), "--root", str(root), "--config", str(CONFIG),
+         "--kubelet-version", "1.33"],
+        capture_output=True, text=True, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "installing the self-contained form" in result.stderr
+    assert "validate: the kubelet would start with this config" in result.stdout
+    bin_dir = root / "usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec"
+    assert (bin_dir / NAME).is_symlink()
+    assert os.readlink(bin_dir / NAME) == f"{NAME}-standalone/{__version__}/{NAME}"
+
+    (tmp_path / "golden").mkdir()
+    env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "standalone-cache")})
+    simulated = goldencases.check_all(tmp_path / "golden", str(tmp_path / "golden"), bin_dir / NAME, env)
+    assert simulated == _zipapp_answers(zipapp, tmp_path)
+    config = next((tmp_path / "golden").rglob("provider-config*"))
+    doctor = subprocess.run(
+        [str(bin_dir / NAME), "doctor", "--config", str(config)],
+        capture_output=True, text=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert "self-contained (brings its own CPython 3.9" in doctor.stdout + doctor.stderr
+
+    code, out, err = cli("uninstall", "--root", str(root))
+    assert code == 0, out + err
+    assert dump(root) == before
