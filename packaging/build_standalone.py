@@ -230,6 +230,7 @@ def _build_in_root(arch: str, root: Path, scratch: Path, version: str) -> Path:
         "set -e; cd /build; python3 -m venv venv; "
         "venv/bin/pip install --quiet --disable-pip-version-check --no-index --no-deps wheels/*.whl; "
         f"venv/bin/pyinstaller --log-level WARN --noconfirm --onedir --name {NAME} "
+        "--exclude-module setuptools --exclude-module pkg_resources --exclude-module _distutils_hack "
         f"--paths /build/src {collect} --distpath /build/dist --workpath /build/work "
         "--specpath /build entry.py"
     )
