@@ -15,7 +15,7 @@ SOURCES := $(shell find provider -name '*.py' -o -name '*.json' -o -name py.type
 SAMPLE_REQUEST := {"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"docker.io/library/nginx"}
 PYTEST_ARGS ?=
 
-.PHONY: run test system-deps bench reliability lint typecheck pytest zipapp dist lock clean image
+.PHONY: run test system-deps bench reliability lint typecheck pytest zipapp dist standalone lock clean image
 
 run: $(ZIPAPP)
 	@echo '$$ echo '\''$(SAMPLE_REQUEST)'\'' | $(ZIPAPP)'
@@ -66,6 +66,12 @@ dist: $(VENV)/.installed
 image: $(VENV)/.installed
 	@test -f dist/release/SHA256SUMS || $(MAKE) --no-print-directory dist
 	$(BIN)/python packaging/build_image.py --release-dir dist/release --output-dir dist/image
+
+# The self-contained form per CPU in dist/standalone: a tar.gz of one directory bringing
+# bullseye's CPython 3.9 (PyInstaller, built in a debootstrapped bullseye root; arm64 under
+# qemu-user-static). Needs root; roots and builds are cached (packaging/build_standalone.py).
+standalone: $(VENV)/.installed
+	$(BIN)/python packaging/build_standalone.py --output-dir dist/standalone
 
 # Re-pin what goes into the zipapp (only when deliberately upgrading).
 lock: $(VENV)/.installed

@@ -53,10 +53,18 @@ def stub(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def run(bin_dir: Path, *, root: bool) -> subprocess.CompletedProcess[str]:
+def run(bin_dir: Path, *, root: bool, binfmt: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The script as ``root`` or nobody; ``binfmt``: its binfmt_misc directory (default: one
+    where qemu-aarch64 is registered and enabled)."""
+    if binfmt is None:
+        binfmt = bin_dir / "binfmt_misc"
+        binfmt.mkdir(exist_ok=True)
+        (binfmt / "qemu-aarch64").write_text(
+            "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n"
+        )
     return subprocess.run(
         [*as_user(root), "/bin/sh", str(SCRIPT)],
-        env={"PATH": str(bin_dir), "PYTHON": "python3", "LANG": "C.UTF-8"},
+        env={"PATH": str(bin_dir), "PYTHON": "python3", "LANG": "C.UTF-8", "BINFMT_MISC": str(binfmt)},
         capture_output=True,
         text=True,
         check=False,
@@ -130,3 +138,65 @@ def test_root_fails_when_the_install_did_not_provide_a_program(bin_dir: Path) ->
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "still missing after apt-get install: umoci"
     assert log.read_text().splitlines() == ["update -qq", "install -y -qq --no-install-recommends umoci"]
+
+
+# --- binfmt_misc: qemu-aarch64 for the aarch64 artifacts ----------------------------------------
+
+
+def all_present(bin_dir: Path) -> None:
+    """Every program of system-packages.txt on PATH (no apt call)."""
+    for program in APT_PACKAGE:
+        stub(bin_dir / program, "exit 0")
+
+
+def test_binfmt_unmounted_is_mounted_and_qemu_aarch64_registered(bin_dir: Path) -> None:
+    all_present(bin_dir)
+    binfmt = bin_dir / "binfmt"
+    binfmt.mkdir()
+    binfmt.chmod(0o777)
+    log = bin_dir / "calls.log"
+    stub(bin_dir / "mount", f'echo "mount $*" >> {log}; : > {binfmt}/register')
+    stub(
+        bin_dir / "update-binfmts", f'echo "update-binfmts $*" >> {log}; echo enabled > {binfmt}/qemu-aarch64'
+    )
+    result = run(bin_dir, root=True, binfmt=binfmt)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [
+        f"mount -t binfmt_misc binfmt_misc {binfmt}",
+        "update-binfmts --enable qemu-aarch64",
+    ]
+    assert "registered qemu-aarch64" in result.stderr
+
+
+def test_binfmt_that_cannot_be_mounted_fails_with_one_line(bin_dir: Path) -> None:
+    all_present(bin_dir)
+    binfmt = bin_dir / "binfmt"
+    binfmt.mkdir()
+    stub(bin_dir / "mount", "exit 32")
+    result = run(bin_dir, root=True, binfmt=binfmt)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert "binfmt_misc cannot be mounted" in line
+
+
+def test_binfmt_registration_that_does_not_take_fails_with_one_line(bin_dir: Path) -> None:
+    all_present(bin_dir)
+    binfmt = bin_dir / "binfmt"
+    binfmt.mkdir()
+    (binfmt / "register").write_text("")
+    stub(bin_dir / "update-binfmts", "exit 2")
+    result = run(bin_dir, root=True, binfmt=binfmt)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert "did not register it" in line
+
+
+def test_binfmt_missing_as_nobody_says_the_commands(bin_dir: Path) -> None:
+    all_present(bin_dir)
+    binfmt = bin_dir / "binfmt"
+    binfmt.mkdir()
+    binfmt.chmod(0o755)
+    result = run(bin_dir, root=False, binfmt=binfmt)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert "update-binfmts --enable qemu-aarch64" in line

@@ -5,6 +5,7 @@ fails) and restarts the kubelet only when asked; ``--dry-run`` previews it inste
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from typing import Optional
 
@@ -47,7 +48,9 @@ def _check(the_plan: Plan, root: Root, options: Options) -> tuple[Report, list[s
 def _from_state(options: Options, root: Root, record: Record) -> Options:
     """The recorded options, with the installed files as sources (the EKS drop-in's re-merge)."""
     artifact = record.binary
-    if record.options.layout == "venv":
+    if record.standalone_dirs:
+        artifact = f"{record.standalone_dirs[-1]}/{artifacts.STANDALONE_RELEASE_COPY}"
+    elif record.options.layout == "venv":
         artifact = f"{record.options.venv_dir.rstrip('/')}/{artifacts.VENV_RELEASE_COPY}"
     return msgspec.structs.replace(
         record.options,
@@ -68,11 +71,16 @@ class _Run(msgspec.Struct, kw_only=True):
     plan: Plan
     statuses: list[tuple[Change, files.Status]]
     venv_pending: bool
+    standalone_pending: bool
     record: Optional[Record]
 
     @property
     def changed(self) -> bool:
-        return self.venv_pending or any(result != "unchanged" for _, result in self.statuses)
+        return (
+            self.venv_pending
+            or self.standalone_pending
+            or any(result != "unchanged" for _, result in self.statuses)
+        )
 
 
 def _preview(run: _Run, say: Say) -> None:
@@ -83,6 +91,11 @@ def _preview(run: _Run, say: Say) -> None:
                 say("    " + line)
     if run.venv_pending:
         say(f"  create    {run.options.venv_dir}  (the read-only venv, built with {run.plan.python})")
+    if run.standalone_pending:
+        say(
+            f"  create    {run.plan.standalone_dir}  (the self-contained form, unpacked from "
+            f"{run.plan.artifact_source}, sha256 {run.plan.artifact.sha256[:16]})"
+        )
     say("dry run: nothing written" if run.changed else "nothing to change: already installed")
 
 
@@ -92,6 +105,21 @@ def _say_notes(outcome: Outcome, say: Say) -> None:
         say(f"  note: {note}")
     for warning in outcome.warnings:
         say(f"  warning: {warning}")
+
+
+def _unpack_standalone(root: Root, the_plan: Plan, record: Record) -> str:
+    """The self-contained form's directory, unpacked from the release file checked in planning."""
+    directory = the_plan.standalone_dir
+    assert directory is not None
+    files.make_dirs(root, os.path.dirname(directory), record.ledger)
+    with open(the_plan.artifact_source, "rb") as handle:
+        data = handle.read()
+    if files.digest(data) != the_plan.artifact.sha256:
+        raise OSError(f"{the_plan.artifact_source} changed since it was checked")
+    artifacts.unpack_standalone(data, root.host(directory), the_plan.artifact.sha256)
+    if directory not in record.standalone_dirs:
+        record.standalone_dirs.append(directory)
+    return directory
 
 
 def _write(run: _Run, say: Say) -> tuple[Record, Callable[[], None]]:
@@ -116,10 +144,19 @@ def _write(run: _Run, say: Say) -> tuple[Record, Callable[[], None]]:
     }
     dirs_before, entries_before = len(record.ledger.created_dirs), len(record.ledger.entries)
 
+    unpacked: list[str] = []
+
     def undo() -> None:
         undo_run(root, before, record, dirs_before, entries_before)
+        for directory in unpacked:
+            shutil.rmtree(root.host(directory), ignore_errors=True)
+            if directory in record.standalone_dirs:
+                record.standalone_dirs.remove(directory)
 
     try:
+        if run.standalone_pending:
+            unpacked.append(_unpack_standalone(root, the_plan, record))
+            say(f"  create    {the_plan.standalone_dir}  (the self-contained form)")
         if run.venv_pending:
             assert the_plan.python is not None
             files.make_dirs(root, os.path.dirname(options.venv_dir), record.ledger)
@@ -139,6 +176,8 @@ def _write(run: _Run, say: Say) -> tuple[Record, Callable[[], None]]:
 
 def _prewarm(run: _Run, record: Record, outcome: Outcome, say: Say) -> None:
     the_plan = run.plan
+    if the_plan.standalone_dir is not None:
+        return  # nothing to unpack at run time: the directory is the program
     if not (run.options.prewarm and run.root.is_node and run.options.layout == "zipapp" and the_plan.python):
         if run.options.layout == "zipapp" and not run.root.is_node and run.changed:
             outcome.notes.append(
@@ -159,6 +198,18 @@ def _prewarm(run: _Run, record: Record, outcome: Outcome, say: Say) -> None:
     if pex_root and not existed and pex_root not in record.runtime_dirs and (run.changed or run.record):
         record.runtime_dirs.append(pex_root)
         save_record(run.root, record)
+
+
+def _drop_older_standalones(root: Root, the_plan: Plan, record: Record) -> None:
+    """After an upgrade checked out: the self-contained directories the link no longer points at
+    (or all of them when this run installed the zipapp)."""
+    older = [d for d in record.standalone_dirs if d != the_plan.standalone_dir]
+    if not older:
+        return
+    for directory in older:
+        shutil.rmtree(root.host(directory), ignore_errors=True)
+        record.standalone_dirs.remove(directory)
+    save_record(root, record)
 
 
 def install(  # noqa: PLR0912 - the steps of a run, in order
@@ -192,7 +243,10 @@ def install(  # noqa: PLR0912 - the steps of a run, in order
         plan=the_plan,
         statuses=[(change, files.status(root, change)) for change in the_plan.changes],
         venv_pending=options.layout == "venv"
+        and the_plan.standalone_dir is None
         and artifacts.venv_marker(root.host(options.venv_dir)) != the_plan.artifact.sha256,
+        standalone_pending=the_plan.standalone_dir is not None
+        and artifacts.venv_marker(root.host(the_plan.standalone_dir)) != the_plan.artifact.sha256,
         record=record,
     )
     outcome = Outcome(
@@ -206,6 +260,10 @@ def install(  # noqa: PLR0912 - the steps of a run, in order
     )
     if run.venv_pending:
         outcome.changes.append({"path": options.venv_dir, "status": "create", "what": "the read-only venv"})
+    if run.standalone_pending:
+        assert the_plan.standalone_dir is not None
+        what = "the self-contained form"
+        outcome.changes.append({"path": the_plan.standalone_dir, "status": "create", "what": what})
     say(f"flavour {the_plan.flavour.name} ({the_plan.detection})")
     if dry_run:
         _preview(run, say)
@@ -226,6 +284,7 @@ def install(  # noqa: PLR0912 - the steps of a run, in order
         outcome.error = "validate found errors" + ("; this run's changes were undone" if run.changed else "")
         return outcome
     say("  validate: the kubelet would start with this config")
+    _drop_older_standalones(root, the_plan, written)
     _say_notes(outcome, say)
     if restart and run.changed:
         restart_kubelet(the_plan.flavour, say)

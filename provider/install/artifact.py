@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -35,6 +36,7 @@ __all__ = [
     "inspect",
     "node_arch",
     "prewarm",
+    "unpack_standalone",
 ]
 
 ENTRY_POINT = "provider.__main__:entry_point"
@@ -44,6 +46,13 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VENV_MARKER = ".registry-credential-provider-artifact"
 # The release file the venv was made from, kept in it: 'install --from-state' reads it again.
 VENV_RELEASE_COPY = "registry-credential-provider.pex"
+# The self-contained form's release file, kept in its installed directory for the same reason.
+STANDALONE_RELEASE_COPY = ".registry-credential-provider-standalone.tar.gz"
+ZIPAPP_FORM = "zipapp"
+STANDALONE_FORM = "standalone"
+_GZIP_MAGIC = b"\x1f\x8b"
+_STANDALONE_DIR = re.compile(r"registry-credential-provider-([^/]+)-linux-([a-z0-9_]+)-standalone")
+_ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 PREWARM_TIMEOUT_SECONDS = 120.0
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -59,6 +68,9 @@ class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
     interpreter_constraints: list[str]
     runtime_pex_root: str
     pex_hash: str
+    form: str = ZIPAPP_FORM
+    version: str = ""
+    top: str = ""
 
 
 def node_arch(machine: str | None = None) -> str:
@@ -77,7 +89,10 @@ def _wheel_arches(wheel: str) -> set[str]:
 
 
 def inspect(data: bytes, source: str) -> ArtifactInfo:
-    """What ``data`` (a release file's bytes) is; ``ArtifactError`` if it is not our zipapp."""
+    """What ``data`` (a release file's bytes) is; ``ArtifactError`` if it is neither our zipapp
+    nor our self-contained form."""
+    if data.startswith(_GZIP_MAGIC):
+        return inspect_standalone(data, source)
     if not data.startswith(b"#!/bin/sh"):
         raise ArtifactError(
             f"{source} is not a {'registry-credential-provider'} release file (no /bin/sh boot)"
@@ -232,4 +247,101 @@ def build_venv(artifact: str, python: str, venv_dir: str, sha256: str) -> bool:
         shutil.rmtree(scratch, ignore_errors=True)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+    return True
+
+
+# --- the self-contained form ---------------------------------------------------------------------
+
+
+def _members(data: bytes, source: str) -> tuple[str, list[tarfile.TarInfo]]:
+    """The archive's one top directory and its members, every one checked to stay inside it."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{source} is damaged or not a tar.gz ({exc})") from None
+    tops = {m.name.split("/")[0] for m in members}
+    if len(tops) != 1:
+        raise ArtifactError(f"{source} is not a self-contained release file (not one top directory)")
+    (top,) = tops
+    for member in members:
+        parts = member.name.split("/")
+        unsafe = member.name.startswith("/") or ".." in parts
+        if member.issym():
+            target = os.path.normpath(os.path.join(os.path.dirname(member.name), member.linkname))
+            unsafe = unsafe or member.linkname.startswith("/") or not target.startswith(top + "/")
+        elif not (member.isfile() or member.isdir()):
+            unsafe = True
+        if unsafe:
+            raise ArtifactError(f"{source}: {member.name} would land outside its directory: refusing it")
+    return top, members
+
+
+def inspect_standalone(data: bytes, source: str) -> ArtifactInfo:
+    """What a self-contained release file is (its directory names version and CPU; the
+    bootloader's ELF header must agree); ``ArtifactError`` if it is not ours."""
+    top, members = _members(data, source)
+    found = _STANDALONE_DIR.fullmatch(top)
+    if found is None:
+        raise ArtifactError(f"{source} is not a registry-credential-provider self-contained release file")
+    version, arch = found.group(1), found.group(2)
+    executable = f"{top}/registry-credential-provider"
+    if not any(m.name == executable and m.isfile() for m in members):
+        raise ArtifactError(f"{source} has no {executable}")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        handle = tar.extractfile(executable)
+        header = handle.read(20) if handle is not None else b""
+    if header.startswith(b"\x7fELF"):
+        machine = _ELF_MACHINES.get(int.from_bytes(header[18:20], "little"), "unknown")
+        if machine != arch:
+            raise ArtifactError(f"{source} is named for {arch} but its executable is for {machine}")
+    return ArtifactInfo(
+        sha256=digest(data),
+        size=len(data),
+        arches=[arch],
+        interpreter_constraints=[],
+        runtime_pex_root="",
+        pex_hash="",
+        form=STANDALONE_FORM,
+        version=version,
+        top=top,
+    )
+
+
+def unpack_standalone(data: bytes, directory: str, sha256: str) -> bool:
+    """The self-contained form's directory at ``directory`` (its top directory's contents, a
+    copy of the release file and a marker with its SHA-256); False when it is already there.
+    Unpacked beside it first and renamed into place, so the kubelet never sees half of it."""
+    if venv_marker(directory) == sha256:
+        return False
+    top, members = _members(data, directory)
+    scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", dir=os.path.dirname(directory))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in members:
+                if member.name == top:
+                    continue
+                target = os.path.join(scratch, member.name[len(top) + 1 :])
+                if member.isdir():
+                    os.makedirs(target, mode=0o755, exist_ok=True)
+                elif member.issym():
+                    os.symlink(member.linkname, target)
+                else:
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                    with open(target, "wb") as handle:
+                        shutil.copyfileobj(source, handle)
+                    os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+        with open(os.path.join(scratch, STANDALONE_RELEASE_COPY), "wb") as handle:
+            handle.write(data)
+        with open(os.path.join(scratch, VENV_MARKER), "w", encoding="utf-8") as handle:
+            handle.write(sha256 + "\n")
+        os.chmod(scratch, 0o755)  # noqa: S103 - a plugin directory: root's, readable like the bin dir
+        if os.path.lexists(directory):
+            shutil.rmtree(directory)
+        os.rename(scratch, directory)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return True

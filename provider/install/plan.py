@@ -37,10 +37,22 @@ from provider.install.options import InstallError, Options
 from provider.install.pythons import ZIPAPP, choose_form
 from provider.kubeletconfig import CredentialProvider
 from provider.ops.rendering import RenderError, build, explicit_audience_reason, token_attributes
-from provider.platforms import TOKEN_AUDIENCES
+from provider.platforms import PROVIDER_NAME, TOKEN_AUDIENCES
 from provider.releasenames import standalone_name
 
-__all__ = ["Plan", "choose_flavour", "kubelet_version", "plan"]
+__all__ = ["Plan", "choose_flavour", "kubelet_version", "plan", "standalone_home"]
+
+
+def standalone_home(bin_dir: str, name: str, version: str) -> str:
+    """Where the self-contained form's directory goes: ``<bin dir>/<name>-standalone/<version>``.
+
+    Inside the kubelet's bin dir because that is the one directory every platform keeps writable
+    and executable for plugins: Flatcar, COS, Talos and RHCOS have a read-only ``/usr``, and COS
+    mounts ``/var`` and most of ``/home`` noexec (its bin dir ``/home/kubernetes/bin`` is exec).
+    The kubelet only execs ``<bin dir>/<name>``, so the subdirectory is inert to it; the
+    version in the path lets an upgrade unpack beside the old one and switch the link.
+    """
+    return f"{bin_dir.rstrip('/')}/{name}-standalone/{version}"
 
 
 class Plan(msgspec.Struct, kw_only=True):
@@ -60,6 +72,7 @@ class Plan(msgspec.Struct, kw_only=True):
     flags: FlagsPlan
     kubelet_version: Optional[tuple[int, int]]
     python: Optional[str]
+    standalone_dir: Optional[str] = None
     notes: list[str] = msgspec.field(default_factory=list)
     warnings: list[str] = msgspec.field(default_factory=list)
 
@@ -232,9 +245,15 @@ def _artifact(options: Options, notes: list[str]) -> _Artifact:
     return _Artifact(source=source, data=data, info=info, checksum_source=checksum_source)
 
 
-def _interpreter(options: Options, root: Root) -> str | None:
+def _interpreter(options: Options, root: Root, info: artifacts.ArtifactInfo) -> str | None:
     """The CPython that pre-warms or builds the venv (None: not needed); refuses a node whose
-    kubelet would find no supported one."""
+    kubelet would find no supported one for the zipapp."""
+    if info.form == artifacts.STANDALONE_FORM:
+        if options.layout == "venv":
+            raise InstallError(
+                "--layout venv is for the zipapp; the self-contained form is installed as its directory"
+            )
+        return None
     form, why = choose_form(root, artifacts.SYSTEMD_PATH)
     if form != ZIPAPP:
         standalone = standalone_name(__version__, artifacts.node_arch(options.arch))
@@ -289,7 +308,7 @@ def plan(options: Options) -> Plan:
     notes: list[str] = []
     warnings: list[str] = []
     found = _artifact(options, notes)
-    python = _interpreter(options, root)
+    python = _interpreter(options, root, found.info)
     try:
         config, config_bytes = _our_config(options)
     except ConfigError as exc:
@@ -313,7 +332,14 @@ def plan(options: Options) -> Plan:
     )
     kubelet_change, kubelet_file = kubelet_config_change(options, root, target, ours, notes, warnings)
     binary = f"{flags.bin_dir.rstrip('/')}/{options.name}"
-    if options.layout == "venv":
+    standalone = None
+    if found.info.form == artifacts.STANDALONE_FORM:
+        standalone = standalone_home(flags.bin_dir, options.name, found.info.version)
+        relative = os.path.relpath(f"{standalone}/{PROVIDER_NAME}", flags.bin_dir)
+        what = "the plugin (a link into the self-contained form's directory)"
+        binary_change = Change(path=binary, what=what, kind="symlink", target=relative)
+        notes.append(f"the self-contained form (brings its own CPython) goes to {standalone}")
+    elif options.layout == "venv":
         what = "the plugin (a link into the read-only venv)"
         link = f"{options.venv_dir.rstrip('/')}/pex"
         binary_change = Change(path=binary, what=what, kind="symlink", target=link)
@@ -344,6 +370,7 @@ def plan(options: Options) -> Plan:
         flags=flags,
         kubelet_version=version,
         python=python,
+        standalone_dir=standalone,
         notes=notes,
         warnings=warnings,
     )

@@ -43,6 +43,7 @@ class Record(msgspec.Struct, kw_only=True):
     kubelet_config: str
     ledger: Ledger
     venv_dir: Optional[str] = None
+    standalone_dirs: list[str] = msgspec.field(default_factory=list)
     runtime_dirs: list[str] = msgspec.field(default_factory=list)
     state_dirs_created: list[str] = msgspec.field(default_factory=list)
 

@@ -105,6 +105,7 @@ def uninstall(  # noqa: PLR0912 - one branch per outcome of a file
         files.restore(root, entry, backups)
     removals = [(d, "the read-only venv") for d in [record.venv_dir] if d]
     removals += [(d, "the unpacked zipapp") for d in record.runtime_dirs]
+    removals += [(d, "the self-contained form") for d in record.standalone_dirs]
     for directory, what in removals:
         say(f"  remove    {directory}  ({what})")
         if not dry_run:
