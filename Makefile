@@ -56,10 +56,12 @@ reliability: $(VENV)/.installed $(ZIPAPP)
 $(ZIPAPP): $(VENV)/.installed packaging/pex.lock $(PLATFORMS) $(SOURCES) packaging/build_zipapp.py
 	$(BIN)/python packaging/build_zipapp.py --output $@ --runtime-pex-root $(RUNTIME_PEX_ROOT)
 
-# Release files in dist/release: one zipapp per CPU (x86_64, aarch64, each with only its own
-# wheels, botocore's data trimmed), install.sh, PACKAGES.txt (versions, licenses), SHA256SUMS.
-dist: $(VENV)/.installed
-	$(BIN)/python packaging/build_release.py --output-dir dist/release --runtime-pex-root $(RUNTIME_PEX_ROOT)
+# Release files in dist/release: per CPU (x86_64, aarch64) the zipapp (only its own wheels,
+# botocore's data trimmed) and the self-contained form (make standalone: needs root), install.sh,
+# PACKAGES.txt (versions, licenses), SHA256SUMS.
+dist: $(VENV)/.installed standalone
+	$(BIN)/python packaging/build_release.py --output-dir dist/release --runtime-pex-root $(RUNTIME_PEX_ROOT) \
+	  --standalone-dir dist/standalone
 
 # The fleet image in dist/image: an OCI layout (one image per CPU and an index), a .tar of it and
 # of each CPU's image, DIGEST (the index's); from dist/release, built first when missing.

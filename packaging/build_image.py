@@ -4,10 +4,10 @@ point (``packaging/image/stage.sh``), without Docker.
 
 Why busybox and not Python: the init container stages the files on the node and runs the node's
 own ``install.sh`` in the node's namespaces (``nsenter --target 1``), as a person would by hand.
-That CPython is the one ``install.sh`` accepts (3.9-3.13, or its advice and exit 3), the one
-that will run the plugin, and ``systemctl`` restarts that node's kubelet. A Python in the image
-would add about 30 MB per architecture and still not be the interpreter the kubelet runs the
-plugin with; busybox (Debian's ``busybox-static``, about 2 MB) brings the shell, ``sha256sum``,
+``install.sh`` picks the release form there: the zipapp when the node has a CPython 3.9-3.13 (the
+one that will run the plugin), else the self-contained form the image also carries, and
+``systemctl`` restarts that node's kubelet. A Python in the image would add about 30 MB per
+architecture and still not be the interpreter the kubelet runs the plugin with; busybox (Debian's ``busybox-static``, about 2 MB) brings the shell, ``sha256sum``,
 ``cp`` and ``nsenter`` the entry point needs.
 
 The layout is written here rather than with umoci: umoci cannot write a multi-architecture index,
@@ -50,15 +50,18 @@ ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINT = ROOT / "packaging" / "image" / "stage.sh"
 BUSYBOX_CACHE = ROOT / "build" / "busybox"
 
-# The release files every image carries, and those of its own CPU ({version}, {arch} filled in).
-# Another release form (the self-contained build) is one more entry in ARCH_FILES.
+# The release files every image carries, and those of its own CPU ({version}, {arch} filled in):
+# both release forms, so install.sh picks the zipapp or the self-contained form per node.
 COMMON_FILES = ("install.sh", "PACKAGES.txt", SUMS)
-ARCH_FILES = ("registry-credential-provider-{version}-linux-{arch}",)
+ARCH_FILES = (
+    "registry-credential-provider-{version}-linux-{arch}",
+    "registry-credential-provider-{version}-linux-{arch}-standalone.tar.gz",
+)
 
 # The busybox applets stage.sh and install.sh call, linked in /bin (and handy in `kubectl debug`).
 APPLETS = (
-    "awk", "cat", "chmod", "cp", "dirname", "grep", "ls", "mkdir", "mktemp", "mv", "nsenter",
-    "rm", "rmdir", "sh", "sha256sum", "sleep", "tr", "uname",
+    "awk", "cat", "chmod", "cp", "dirname", "grep", "gzip", "ls", "mkdir", "mktemp", "mv", "nsenter",
+    "rm", "rmdir", "sh", "sha256sum", "sleep", "tar", "tr", "uname",
 )  # fmt: skip
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 DEBARCH = {"x86_64": "amd64", "aarch64": "arm64"}

@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -76,6 +77,38 @@ def normalize(name: str) -> str:
 def artifact_name(version: str, arch: str) -> str:
     """The release file for ``arch`` (the installer renames it to the provider's name)."""
     return f"{NAME}-{version}-linux-{arch}"
+
+
+def standalone_artifact_name(version: str, arch: str) -> str:
+    """The self-contained release file for ``arch`` (``provider/releasenames.py``'s name)."""
+    return f"{artifact_name(version, arch)}-standalone.tar.gz"
+
+
+def cp39_resolve(lock: Path = LOCK) -> list[tuple[str, str]]:
+    """The projects and versions the lock resolves for CPython 3.9 (the self-contained form's)."""
+    for resolve in json.loads(lock.read_text())["locked_resolves"]:
+        if '"3.9.' in resolve.get("marker", ""):
+            return sorted((r["project_name"], r["version"]) for r in resolve["locked_requirements"])
+    raise SystemExit(f"{lock} has no CPython 3.9 resolve")
+
+
+def standalone_packages_text(archive: Path) -> str:
+    """The ``PACKAGES.txt`` section of one self-contained archive: the CPython and the shared
+    libraries it carries from Debian bullseye, and its Python packages (the lock's 3.9 resolve)."""
+    with tarfile.open(archive) as tar:
+        paths = [Path(member.name) for member in tar.getmembers() if member.isfile()]
+    libraries = sorted({p.name for p in paths if re.fullmatch(r"lib[^/]*\.so(\.\d+)*", p.name)})
+    lines = [
+        f"{archive.name}:",
+        "  CPython 3.9 (Debian bullseye's python3.9, PSF-2.0) run by PyInstaller's bootloader (GPL-2.0",
+        "  with its bootloader exception); shared libraries from Debian bullseye packages, each under",
+        "  its package's license (Debian's /usr/share/doc/<package>/copyright):",
+        *(f"    {name}" for name in libraries),
+        "  Python packages, the lock's CPython 3.9 resolve (licenses as listed for the zipapps):",
+        *(f"    {name} {version}" for name, version in cp39_resolve()),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 # --- complete platforms --------------------------------------------------------------------------
@@ -528,10 +561,18 @@ def build_release(
     services: Sequence[str] = BOTOCORE_SERVICES,
     floor: tuple[int, int] = MANYLINUX_FLOOR,
     log: bool = True,
+    standalone_dir: Path | None = None,
 ) -> list[Artifact]:
     """Build every artifact into ``output_dir`` (emptied first), with ``PACKAGES.txt``,
-    ``install.sh`` and ``SHA256SUMS``."""
+    ``install.sh`` and ``SHA256SUMS``; with ``standalone_dir`` (``make standalone``'s output), each
+    CPU's self-contained archive from there too."""
     version = project_version()
+    standalones = []
+    if standalone_dir is not None:
+        standalones = [standalone_dir / standalone_artifact_name(version, arch) for arch in arches]
+        missing = [p.name for p in standalones if not p.is_file()]
+        if missing:
+            raise SystemExit(f"{standalone_dir} has no {', '.join(missing)}: run 'make standalone' first")
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
@@ -551,7 +592,12 @@ def build_release(
             if log:
                 print(f"{arch}: {artifact.trim.message}", file=sys.stderr)
                 print(f"built {target} ({artifact.size} bytes)", file=sys.stderr)
-    (output_dir / PACKAGES).write_text(packages_text(version, artifacts, floor))
+    packages = packages_text(version, artifacts, floor)
+    for archive in standalones:
+        shutil.copyfile(archive, output_dir / archive.name)
+        os.chmod(output_dir / archive.name, 0o644)
+        packages += "\n" + standalone_packages_text(archive)
+    (output_dir / PACKAGES).write_text(packages)
     shutil.copyfile(INSTALL_SH, output_dir / "install.sh")
     os.chmod(output_dir / "install.sh", 0o755)  # noqa: S103 - an executable for everyone
     for artifact in artifacts:
@@ -572,6 +618,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "dist" / "release")
     parser.add_argument("--runtime-pex-root", default=DEFAULT_RUNTIME_PEX_ROOT)
     parser.add_argument("--arch", action="append", choices=ARCHES, help="default: all")
+    parser.add_argument(
+        "--standalone-dir",
+        type=Path,
+        help="also release each CPU's self-contained archive from this directory (make standalone's)",
+    )
     parser.add_argument(
         "--botocore-services",
         default=",".join(BOTOCORE_SERVICES),
@@ -601,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime_pex_root=args.runtime_pex_root,
         services=services,
         floor=args.manylinux_floor,
+        standalone_dir=args.standalone_dir,
     )
     too_big = [a for a in artifacts if a.size > SIZE_GOAL_BYTES]
     for artifact in too_big:

@@ -1,10 +1,11 @@
 """The fleet image (``packaging/build_image.py``) and its entry point (``packaging/image/stage.sh``).
 
-The image is built from a release directory holding this machine's zipapp, unpacked with umoci
-(an independent reader of the layout), and its entry point run by the image's own busybox against
-a scratch root mounted as the host, the way the init container sees the node: for each flavour it
-must leave exactly the tree the installer's golden says (``tests/data/install``), change nothing
-the second time, and uninstall back to the original byte for byte. The production path (nsenter
+The image is built from a release directory holding this machine's zipapp and self-contained
+archive, unpacked with umoci (an independent reader of the layout), and its entry point run by
+the image's own busybox against a scratch root mounted as the host, the way the init container
+sees the node: for each flavour it must leave exactly the tree the installer's golden says
+(``tests/data/install``), change nothing the second time, and uninstall back to the original
+byte for byte; on a node without Python, exactly what the release's install.sh leaves. The production path (nsenter
 into PID 1) is checked through a stand-in ``nsenter`` that records its command line. The image
 goes to the test registry with skopeo and comes back through containerd's CRI; two builds give
 the same digest.
@@ -33,6 +34,7 @@ from tests.test_install import CASES, CONFIG, DATA, PYTHON, dump, make_root
 sys.path.insert(0, str(ROOT / "packaging"))
 import build_image
 import build_release
+import build_standalone
 
 ARCH = artifacts.node_arch()
 VERSION = build_release.project_version()
@@ -40,10 +42,14 @@ STAGING = "/var/lib/registry-credential-provider/staging"
 INSTALL_SH = ROOT / "node-config" / "install.sh"
 
 
-def make_release(directory: Path, zipapp: Path) -> Path:
-    """A release directory as ``make dist`` lays it out, for this CPU only."""
+STANDALONE = build_release.standalone_artifact_name(VERSION, ARCH)
+
+
+def make_release(directory: Path, zipapp: Path, standalone: Path) -> Path:
+    """A release directory as ``make dist`` lays it out, for this CPU only: both forms."""
     directory.mkdir(parents=True)
     shutil.copyfile(zipapp, directory / build_release.artifact_name(VERSION, ARCH))
+    shutil.copyfile(standalone, directory / STANDALONE)
     shutil.copyfile(INSTALL_SH, directory / "install.sh")
     for name in ("install.sh", build_release.artifact_name(VERSION, ARCH)):
         (directory / name).chmod(0o755)
@@ -53,8 +59,14 @@ def make_release(directory: Path, zipapp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def release_dir(tmp_path_factory: pytest.TempPathFactory, zipapp: Path) -> Path:
-    return make_release(tmp_path_factory.mktemp("release") / "release", zipapp)
+def standalone_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This CPU's self-contained archive (built once, then cached by input hash)."""
+    return build_standalone.build(ARCH, tmp_path_factory.mktemp("standalone"))
+
+
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory: pytest.TempPathFactory, zipapp: Path, standalone_archive: Path) -> Path:
+    return make_release(tmp_path_factory.mktemp("release") / "release", zipapp, standalone_archive)
 
 
 @pytest.fixture(scope="session")
@@ -210,7 +222,7 @@ def test_stage_installs_what_the_installer_installs_and_uninstalls_it(
     assert without_staging(dump(root, artifact)) == (DATA / flavour / "after.tree").read_text()
     staged = sorted(os.listdir(root / STAGING.lstrip("/")))
     assert staged == sorted(["PACKAGES.txt", "SHA256SUMS", "config.yaml", "install.sh",
-                             build_release.artifact_name(VERSION, ARCH)])  # fmt: skip
+                             build_release.artifact_name(VERSION, ARCH), STANDALONE])  # fmt: skip
 
     again = stage(rootfs, env)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -234,15 +246,39 @@ def test_stage_dry_run_changes_nothing_but_the_staging_directory(tmp_path: Path,
     assert without_staging(dump(root)) == before
 
 
-def test_stage_on_a_node_without_a_suitable_python_gives_install_sh_advice(
-    tmp_path: Path, rootfs: Path
+def test_stage_on_a_node_without_python_installs_the_self_contained_form_as_install_sh_does(
+    tmp_path: Path, rootfs: Path, release_dir: Path
 ) -> None:
-    root = make_root(tmp_path, "kubeadm", python=False)
+    """No CPython on the node: the image's install.sh picks the self-contained archive it carries
+    (unpacked with the image's busybox tar), and the node ends up exactly as the release's own
+    install.sh, run by hand beside the same files, leaves an identical node; uninstall restores it."""
+    root = make_root(tmp_path / "by-image", "kubeadm", python=False)
+    (root / "var" / "lib").mkdir(mode=0o755, parents=True, exist_ok=True)
+    before = dump(root)
     env = {"PATH": node_path(tmp_path, rootfs, python=False), "HOST": str(root), "ENTER": "root",
-           "CONFIG": str(CONFIG)}  # fmt: skip
+           "CONFIG": str(CONFIG), "EXTRA_ARGS": "--kubelet-version 1.33"}  # fmt: skip
     result = stage(rootfs, env)
-    assert result.returncode == 3
-    assert "no CPython 3.9-3.13 found" in result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no CPython 3.9-3.13 on PATH: installing the self-contained form" in result.stderr
+    bin_dir = root / "usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec"
+    link = os.readlink(bin_dir / "registry-credential-provider")
+    assert link == f"registry-credential-provider-standalone/{VERSION}/registry-credential-provider"
+
+    by_hand = make_root(tmp_path / "by-hand", "kubeadm", python=False)
+    (by_hand / "var" / "lib").mkdir(mode=0o755, parents=True, exist_ok=True)
+    hand = subprocess.run(
+        [str(rootfs / "bin" / "sh"), str(release_dir / "install.sh"), "--root", str(by_hand),
+         "--config", str(CONFIG), "--kubelet-version", "1.33"],
+        capture_output=True, text=True, env={"LANG": "C.UTF-8", "PATH": env["PATH"]}, check=False,
+    )  # fmt: skip
+    assert hand.returncode == 0, hand.stdout + hand.stderr
+    assert without_staging(dump(root)).replace(str(root), "ROOT") == dump(by_hand).replace(
+        str(by_hand), "ROOT"
+    )
+
+    result = stage(rootfs, {**env, "ACTION": "uninstall"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert dump(root) == before
 
 
 def test_stage_refuses_a_damaged_image_and_stages_nothing(tmp_path: Path, rootfs: Path) -> None:
