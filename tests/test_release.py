@@ -1,4 +1,4 @@
-"""``make dist``: one zipapp per CPU, each with only its own wheels, botocore trimmed, byte
+"""``make dist``: one zipapp and one self-contained archive per CPU, each zipapp with only its own wheels, botocore trimmed, byte
 reproducible, checksummed, its packages listed; the x86_64 file answering on every CPython
 3.9-3.13 this machine has. The release is built once per session into a temporary directory
 (and a second time for the reproducibility check), never taken from ``dist/``.
@@ -23,6 +23,7 @@ from tests.conftest import ROOT, kubelet_environ
 
 sys.path.insert(0, str(ROOT / "packaging"))
 import build_release
+import build_standalone
 
 REQUEST = b'{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":"quay.io/team/app"}'
 ANONYMOUS = '{"apiVersion":"registry-credential-provider/v1alpha1","kind":"ProviderConfig","rules":[{"backend":"anonymous"}]}'
@@ -31,8 +32,13 @@ PYENV = Path("/root/.pyenv/versions")
 
 @pytest.fixture(scope="session")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make dist``'s release: both zipapps, and both self-contained archives (built once, then
+    cached by input hash)."""
+    standalone = tmp_path_factory.mktemp("standalone")
+    for arch in build_release.ARCHES:
+        build_standalone.build(arch, standalone)
     out = tmp_path_factory.mktemp("release") / "dist"
-    build_release.build_release(out, log=False)
+    build_release.build_release(out, log=False, standalone_dir=standalone)
     return out
 
 
@@ -46,6 +52,8 @@ def test_release_has_one_file_per_cpu_install_sh_packages_and_sums(release: Path
         [
             f"registry-credential-provider-{__version__}-linux-x86_64",
             f"registry-credential-provider-{__version__}-linux-aarch64",
+            f"registry-credential-provider-{__version__}-linux-x86_64-standalone.tar.gz",
+            f"registry-credential-provider-{__version__}-linux-aarch64-standalone.tar.gz",
             "install.sh",
             "PACKAGES.txt",
             "SHA256SUMS",
@@ -55,14 +63,18 @@ def test_release_has_one_file_per_cpu_install_sh_packages_and_sums(release: Path
         ["sha256sum", "-c", "SHA256SUMS"], cwd=release, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": OK") == 4
+    assert result.stdout.count(": OK") == 6
     assert (release / "install.sh").read_bytes() == (ROOT / "node-config" / "install.sh").read_bytes()
 
 
 def test_rebuild_is_byte_identical(release: Path, tmp_path: Path) -> None:
+    standalone = tmp_path / "standalone"
+    for arch in build_release.ARCHES:
+        build_standalone.build(arch, standalone)  # the cached archives: the zipapps are rebuilt
     again = tmp_path / "again"
-    build_release.build_release(again, log=False)
+    build_release.build_release(again, log=False, standalone_dir=standalone)
     assert (again / "SHA256SUMS").read_text() == (release / "SHA256SUMS").read_text()
+    assert (again / "PACKAGES.txt").read_bytes() == (release / "PACKAGES.txt").read_bytes()
 
 
 @pytest.mark.parametrize("arch", build_release.ARCHES)
@@ -340,3 +352,27 @@ def test_strip_distributions_keeps_the_boot_script_and_the_allowed_wheels(tmp_pa
         assert archive.namelist() == ["PEX-INFO", ".deps/b-1-py3-none-any.whl/x.py"]
         assert list(json.loads(archive.read("PEX-INFO"))["distributions"]) == ["b-1-py3-none-any.whl"]
     assert hashlib.sha256(data).hexdigest()  # stays a readable zip after the boot script
+
+
+@pytest.mark.parametrize("arch", build_release.ARCHES)
+def test_packages_list_the_self_contained_forms_cpython_libraries_and_locked_packages(
+    release: Path, arch: str
+) -> None:
+    text = (release / "PACKAGES.txt").read_text()
+    name = build_release.standalone_artifact_name(__version__, arch)
+    section = text[text.index(f"{name}:") :]
+    assert "libpython3.9.so.1.0" in section
+    assert "libssl.so.1.1" in section
+    locked = dict(build_release.cp39_resolve())
+    assert f"    cryptography {locked['cryptography']}\n" in section
+    assert f"    msgspec {locked['msgspec']}\n" in section
+
+
+def test_a_release_asked_for_missing_self_contained_archives_names_them(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as refused:
+        build_release.build_release(tmp_path / "out", arches=["x86_64"], log=False, standalone_dir=tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path} has no registry-credential-provider-{__version__}-linux-x86_64-standalone.tar.gz: "
+        "run 'make standalone' first"
+    )
+    assert not (tmp_path / "out").exists()
