@@ -101,7 +101,8 @@ coll = COLLECT(exe, a.binaries, a.datas, strip=False, upx=False, name={name})
 # Stands in for PyInstaller's bootstrap module pyimod03_ctypes, whose install() imports ctypes
 # (with _ctypes and libffi) on every exec to make ctypes.CDLL look up bare library names in the
 # bundle. The provider loads no library by name (only ctypes.CDLL(None), the process itself, in
-# provider/credhelper.py), so ctypes stays unimported until something uses it.
+# provider/credhelper.py; google-auth's TLS signer, never configured by us, takes a full path),
+# so ctypes stays unimported until something uses it, and then behaves as in any CPython.
 CTYPES_HOOK_NAME = "pyimod03_ctypes.py"
 CTYPES_HOOK = '''"""Stand-in for PyInstaller's pyimod03_ctypes (packaging/build_standalone.py says why)."""
 
