@@ -30,7 +30,8 @@ def fake_standalone(directory: Path, version: str, *, extra: tarfile.TarInfo | N
         (top, None, 0o755),
         (f"{top}/{NAME}", program, 0o755),
         (f"{top}/_internal", None, 0o755),
-        (f"{top}/_internal/base_library.zip", b"PK\5\6" + b"\0" * 18, 0o644),
+        (f"{top}/_internal/provider", None, 0o755),
+        (f"{top}/_internal/provider/__init__.pyc", b"\x61\x0d\x0d\x0a" + b"\0" * 12, 0o644),
     ]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -67,7 +68,7 @@ def test_installs_the_directory_and_links_the_plugin_into_it(tmp_path: Path) -> 
     assert f"create    {home}  (the self-contained form" in out
     plugin = root / BIN_DIR / NAME
     assert os.readlink(plugin) == f"{NAME}-standalone/0.1.0/{NAME}"
-    assert (root / home.lstrip("/") / "_internal" / "base_library.zip").is_file()
+    assert (root / home.lstrip("/") / "_internal" / "provider" / "__init__.pyc").is_file()
     assert (root / home.lstrip("/") / artifacts.STANDALONE_RELEASE_COPY).read_bytes() == release.read_bytes()
     assert "validate: the kubelet would start with this config" in out
     assert '"standalone_dirs"' in (root / RECORD.lstrip("/")).read_text()

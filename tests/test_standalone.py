@@ -10,6 +10,7 @@ debootstraps the roots and builds (minutes; arm64 emulated); later runs take the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from provider import __version__
 from provider.releasenames import NAME, standalone_dir
 from tests import goldencases
 from tests.conftest import CACHE_DIR_ENV, ROOT, kubelet_environ
+from tests.test_credhelper import read_pid, wait_gone
 from tests.test_install import CONFIG, cli, dump, make_root, shell_env
 
 sys.path.insert(0, str(ROOT / "packaging"))
@@ -130,6 +132,45 @@ def test_aarch64_zipapp_answers_the_goldens_on_arm64_bullseye_python(
     shutil.copyfile(aarch64_zipapp, root / "opt" / NAME)
     (root / "opt" / NAME).chmod(0o755)
     assert _answers_in_chroot(root, f"/opt/{NAME}", tmp_path)
+
+
+def test_standalone_ends_a_helpers_descendant_in_its_own_session(
+    standalone: dict[str, Path], tmp_path: Path
+) -> None:
+    """ctypes works in the bundle though PyInstaller's bootstrap no longer imports it
+    (build_standalone.CTYPES_HOOK): the credential helper's call makes the process the subreaper
+    of its descendants through ctypes, so a descendant that left the helper's session is found
+    and ended; without ctypes it would outlive the call (or the call would fail)."""
+    arch = build_standalone.host_arch()
+    with tarfile.open(standalone[arch]) as tar:
+        tar.extractall(tmp_path / "opt")  # noqa: S202 - our own archive
+    executable = tmp_path / "opt" / standalone_dir(__version__, arch) / NAME
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-daemon"
+    reply = '{"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"}'
+    helper.write_text(
+        f"#!/bin/sh\ncat >/dev/null\nsetsid sh -c 'echo $$ > {tmp_path}/session; exec sleep 30' &\n"
+        f"while [ ! -s {tmp_path}/session ]; do sleep 0.01; done\necho '{reply}'\n"
+    )
+    helper.chmod(0o755)
+    (tmp_path / "auth.json").write_text('{"credsStore": "daemon"}')
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
+        f"rules:\n  - backend: dockerconfig\n    files: [{tmp_path / 'auth.json'}]\n"
+    )
+    request = {"kind": "CredentialProviderRequest", "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+               "image": "registry.example.com/app"}  # fmt: skip
+    env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "cache"), "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    result = subprocess.run(
+        [str(executable), "get-credentials", "--config", str(config)],
+        input=json.dumps(request).encode(), capture_output=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["auth"]["registry.example.com"]["username"] == "u"
+    leader = read_pid(tmp_path / "session")
+    assert wait_gone(leader), f"the helper's descendant {leader} outlived the call"
 
 
 @pytest.mark.parametrize("arch", build_release.ARCHES)
