@@ -4,11 +4,12 @@ point (``packaging/image/stage.sh``), without Docker.
 
 Why busybox and not Python: the init container stages the files on the node and runs the node's
 own ``install.sh`` in the node's namespaces (``nsenter --target 1``), as a person would by hand.
-``install.sh`` picks the release form there: the zipapp when the node has a CPython 3.9-3.13 (the
-one that will run the plugin), else the self-contained form the image also carries, and
+``install.sh`` picks the release form there: the zipapp when the node has a CPython 3.9-3.13
+(the one that will run the plugin), else the self-contained form the image also carries, and
 ``systemctl`` restarts that node's kubelet. A Python in the image would add about 30 MB per
-architecture and still not be the interpreter the kubelet runs the plugin with; busybox (Debian's ``busybox-static``, about 2 MB) brings the shell, ``sha256sum``,
-``cp`` and ``nsenter`` the entry point needs.
+architecture and still not be the interpreter the kubelet runs the plugin with; busybox
+(Debian's ``busybox-static``, about 2 MB) brings the shell, ``sha256sum``, ``cp`` and
+``nsenter`` the entry point needs.
 
 The layout is written here rather than with umoci: umoci cannot write a multi-architecture index,
 and this way every byte is fixed by the inputs. Layers are tars with sorted entries, owner 0:0,

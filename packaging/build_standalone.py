@@ -63,7 +63,11 @@ BUILD_REQUIREMENTS = ROOT / "packaging" / "standalone-build.txt"
 GLIBC_FLOOR = (2, 29)
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 WHEEL_PLATFORM = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
-ENTRY = "from provider.__main__ import entry_point\n\nentry_point()\n"
+# The node's environment back before anything runs (provider/frozenenv.py says why).
+ENTRY = (
+    "import os\n\nfrom provider.frozenenv import restore\n\nrestore(os.environ)\n\n"
+    "from provider.__main__ import entry_point\n\nentry_point()\n"
+)
 ENTRY_NAME = "entry.py"
 SPEC_NAME = f"{NAME}.spec"
 # Left out of the bundle. setuptools, pkg_resources, _distutils_hack: nothing imports them at

@@ -173,6 +173,48 @@ def test_standalone_ends_a_helpers_descendant_in_its_own_session(
     assert wait_gone(leader), f"the helper's descendant {leader} outlived the call"
 
 
+@pytest.mark.parametrize("node_library_path", [None, "/opt/node/lib"], ids=["unset", "set"])
+def test_a_credential_helper_gets_the_nodes_environment_not_the_bundles(
+    standalone: dict[str, Path], tmp_path: Path, node_library_path: str | None
+) -> None:
+    """PyInstaller's bootloader points LD_LIBRARY_PATH into the bundle and sets _PYI_* for itself;
+    a helper inheriting them loaded the bundle's old libz, libssl, libpython instead of its own
+    (frozenenv.restore gives it the environment the kubelet started us with)."""
+    arch = build_standalone.host_arch()
+    with tarfile.open(standalone[arch]) as tar:
+        tar.extractall(tmp_path / "opt")  # noqa: S202 - our own archive
+    executable = tmp_path / "opt" / standalone_dir(__version__, arch) / NAME
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-envdump"
+    reply = '{"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"}'
+    helper.write_text(f"#!/bin/sh\ncat >/dev/null\nenv > {tmp_path}/helper.env\necho '{reply}'\n")
+    helper.chmod(0o755)
+    (tmp_path / "auth.json").write_text('{"credsStore": "envdump"}')
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
+        f"rules:\n  - backend: dockerconfig\n    files: [{tmp_path / 'auth.json'}]\n"
+    )
+    request = {"kind": "CredentialProviderRequest", "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+               "image": "registry.example.com/app"}  # fmt: skip
+    env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "cache"), "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    env.pop("LD_LIBRARY_PATH", None)
+    if node_library_path is not None:
+        env["LD_LIBRARY_PATH"] = node_library_path
+    result = subprocess.run(
+        [str(executable), "get-credentials", "--config", str(config)],
+        input=json.dumps(request).encode(), capture_output=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    seen = dict(
+        line.split("=", 1) for line in (tmp_path / "helper.env").read_text().splitlines() if "=" in line
+    )
+    assert seen.get("LD_LIBRARY_PATH") == node_library_path
+    assert "LD_LIBRARY_PATH_ORIG" not in seen
+    assert [name for name in seen if name.startswith(("_PYI_", "_MEI"))] == []
+
+
 @pytest.mark.parametrize("arch", build_release.ARCHES)
 def test_glibc_floor_is_the_stated_one(standalone: dict[str, Path], arch: str) -> None:
     """README states the floor; a dependency (or a newer builder root) that needs a newer glibc
