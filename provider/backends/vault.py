@@ -44,7 +44,6 @@ __all__ = ["SPEC", "VaultBackend", "VaultRule", "secret_path"]
 
 PLACEHOLDERS = ("namespace", "serviceAccount")
 MAX_FILE_BYTES = 64 * 1024
-WITHIN_GRACE_SECONDS = 0.5
 
 
 class VaultRule(RuleBase, tag="vault", frozen=True):
@@ -304,6 +303,8 @@ class VaultBackend:
         import hvac
         import requests
 
+        from provider.wallclock import within
+
         limit = goduration.parse_seconds(rule.timeout)
 
         class DeadlineSession(requests.Session):
@@ -314,7 +315,11 @@ class VaultBackend:
             def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
                 seconds = lookup.deadline.bound(limit)
                 kwargs["timeout"] = seconds
-                return _within(seconds, lambda: requests.Session.request(self, method, url, *args, **kwargs))
+                return within(
+                    seconds,
+                    lambda: requests.Session.request(self, method, url, *args, **kwargs),
+                    lambda: requests.exceptions.Timeout(f"no whole answer within {round(seconds, 1):g}s"),
+                )
 
         session = DeadlineSession()
         # hvac takes ``verify`` from a session it is given, so the CA goes on the session.
@@ -426,33 +431,6 @@ class VaultBackend:
             f"{lookup.host}: Vault at {rule.address} {verb} ({status}) {step}: "
             f"{_scrub(detail, secrets) or 'no detail'}"
         )
-
-
-def _within(seconds: float, call: Callable[[], Any]) -> Any:
-    """``call()``'s result, or ``requests.exceptions.Timeout`` when it has not returned after
-    ``seconds`` (and a moment's grace, for requests' own timeout to speak first). The call runs
-    in a daemon thread, left behind on a timeout: the process ends soon after."""
-    import threading
-
-    import requests
-
-    outcome: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, call()))
-        except BaseException as exc:  # handed to the caller's thread as it is
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, name="vault-request", daemon=True)
-    thread.start()
-    thread.join(seconds + WITHIN_GRACE_SECONDS)
-    if not outcome:
-        raise requests.exceptions.Timeout(f"no whole answer within {seconds:g}s")
-    done, value = outcome[0]
-    if done:
-        return value
-    raise value
 
 
 def doctor(rule: RuleBase, environ: Mapping[str, str], timeout: float) -> list[Finding]:
