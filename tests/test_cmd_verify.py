@@ -9,6 +9,7 @@ not found, TLS, plain http.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import select
 import socket
@@ -126,7 +127,10 @@ def test_an_answer_trickling_in_is_cut_at_the_request_bound(
             tmp_path, f"{host}/team/app", host, registry_http.creds, "--plain-http", "--timeout", "2s"
         )
     assert code == 1
-    assert steps(stdout)[-1] == ("fail", "GET /v2/", f"timeout: {host} did not answer in full within 2s")
+    status, check, detail = steps(stdout)[-1]
+    # within what was left of the 2 s: the plugin's step came first
+    assert (status, check) == ("fail", "GET /v2/")
+    assert re.fullmatch(rf"timeout: {re.escape(host)} did not answer in full within [0-9.]+s", detail), detail
     assert len(proxy.faulted) == 1
 
 
