@@ -266,16 +266,30 @@ class Client:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RegistryError("protocol", f"not an http(s) URL: {url}")
-        connection, proxy_headers = self._connection(parts, self._timeout())
+        from provider.wallclock import within
+
+        timeout = self._timeout()
+        connection, proxy_headers = self._connection(parts, timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         sent = {"User-Agent": USER_AGENT, **headers}
         if proxy_headers is not None:
             target, sent = url, {**sent, **proxy_headers}
-        try:
+
+        def exchange() -> Response:
             connection.request(method, target, body=body, headers=sent)
             reply = connection.getresponse()
-            body = b"" if method == "HEAD" else reply.read(MAX_BODY_BYTES)
-            return Response(url=url, status=reply.status, headers=reply.getheaders(), body=body)
+            data = b"" if method == "HEAD" else reply.read(MAX_BODY_BYTES)
+            return Response(url=url, status=reply.status, headers=reply.getheaders(), body=data)
+
+        try:
+            # The connection's timeout is per read: an answer trickling in would never trip it.
+            return within(
+                timeout,
+                exchange,
+                lambda: RegistryError(
+                    "timeout", f"{parts.netloc} did not answer in full within {round(timeout, 1):g}s"
+                ),
+            )
         except ssl.SSLCertVerificationError as exc:
             raise RegistryError(
                 "tls",

@@ -9,6 +9,7 @@ not found, TLS, plain http.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import select
 import socket
@@ -28,6 +29,7 @@ from tests.infra.images import OCIImage, push_image
 from tests.infra.registry import Registry, start_registry
 from tests.infra.tls import make_tls_files
 from tests.infra.tokenauth import TokenServer, make_signing_files, start_token_registry
+from tests.reliability.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +114,24 @@ def test_missing_repository_and_tag(tmp_path: Path, registry_http: RegistryFixtu
     )
     assert code == 0
     assert steps(stdout)[-1][:2] == ("ok", "tags/list")
+
+
+def test_an_answer_trickling_in_is_cut_at_the_request_bound(
+    tmp_path: Path, registry_http: RegistryFixture
+) -> None:
+    # A byte every 50 ms never trips a per-read timeout: the whole answer must come within it.
+    with FaultProxy("127.0.0.1", registry_http.registry.port, slow_seconds=0.05) as proxy:
+        proxy.mode, proxy.only = "slow", "/v2/"
+        host = f"127.0.0.1:{proxy.port}"
+        code, stdout = verify(
+            tmp_path, f"{host}/team/app", host, registry_http.creds, "--plain-http", "--timeout", "2s"
+        )
+    assert code == 1
+    status, check, detail = steps(stdout)[-1]
+    # within what was left of the 2 s: the plugin's step came first
+    assert (status, check) == ("fail", "GET /v2/")
+    assert re.fullmatch(rf"timeout: {re.escape(host)} did not answer in full within [0-9.]+s", detail), detail
+    assert len(proxy.faulted) == 1
 
 
 def test_https_against_a_plain_http_registry_says_so(tmp_path: Path, registry_http: RegistryFixture) -> None:

@@ -18,6 +18,8 @@ from tests.reliability import (
     faults,
     faults_azure,
     faults_google,
+    faults_registry,
+    faults_vault,
     hostile,
     hygiene,
     soak,
@@ -114,3 +116,30 @@ def test_acr_faults_slice(zipapp: Path, tmp_path: Path) -> None:
     # IMDS: each fault cold, and warm (a hit, a due refresh, expired); the login server; the exchange
     assert tally.cases == 2 * 4 + 1 + 1
     assert tally.notes["acr_attempts"]["acr exchange status:503"] >= 2  # type: ignore[index]
+
+
+def test_vault_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    tally = faults_vault.run(tmp_path, faults=("status:503", "reset", "dns"))
+    clean(tally)
+    # each fault: at the login, at the read, and warm (a hit, a due refresh, expired)
+    assert tally.cases == 15
+    # no retries: exactly one attempt met each fault (none for DNS: nothing reached the proxy)
+    assert tally.notes["vault_attempts"] == {
+        f"vault {fault} {stage}": 0 if fault == "dns" else 1
+        for fault in ("status:503", "reset", "dns")
+        for stage in ("login", "read", "warm due")
+    }
+
+
+def test_verify_faults_slice(zipapp: Path, tmp_path: Path) -> None:
+    tally = faults_registry.run(tmp_path, faults=("status:503", "reset", "dns"))
+    clean(tally)
+    # the unfaulted verify, each fault at the challenge and at the manifest, DNS once
+    assert tally.cases == 1 + 2 * 2 + 1
+    assert tally.notes["verify_attempts"] == {
+        "verify status:503 v2": 1,
+        "verify status:503 manifest": 1,
+        "verify reset v2": 1,
+        "verify reset manifest": 1,
+        "verify dns": 0,
+    }

@@ -15,6 +15,7 @@ from provider.fullpath import find_rule
 from provider.kubelet import CredentialProviderRequest
 from tests.infra.tls import TLSFiles
 from tests.infra.vault import VaultFake, VaultRole
+from tests.reliability.faultproxy import FaultProxy
 from tests.test_ecr_backend import sa_token
 
 HEAD = "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\nrules:\n"
@@ -223,6 +224,28 @@ def test_jwt_method_a_wrong_role_and_a_missing_secret(vault: VaultFake, tmp_path
     assert other not in str(error.value)
     vault.kv["secret"].pop("registry/team-b/puller")
     assert answer(config, request(TEAM_B, annotated), tmp_path / "c5")["auth"] == {}
+
+
+def test_a_vault_answer_trickling_in_is_cut_at_the_rules_timeout(vault: VaultFake, tmp_path: Path) -> None:
+    # requests' timeout is per read: a byte every 50 ms would keep the login going for half a minute.
+    with FaultProxy("127.0.0.1", vault.port, slow_seconds=0.05) as proxy:
+        proxy.mode, proxy.only = "slow", "/login"
+        config = vault_config(tmp_path, f"address: {proxy.url}\nrole: puller\ntimeout: 1s")
+        with pytest.raises(ProviderError) as error:
+            answer(config, request(TEAM_A), tmp_path / "cache")
+    assert "did not answer (Timeout) to the login as role 'puller' at auth/kubernetes" in str(error.value)
+    assert "no whole answer within 1s" in str(error.value)
+    assert len(proxy.faulted) == 1  # one attempt: neither hvac nor we retry
+
+
+def test_vault_in_trouble_names_the_step_that_failed(vault: VaultFake, tmp_path: Path) -> None:
+    with FaultProxy("127.0.0.1", vault.port) as proxy:
+        proxy.mode, proxy.only = "status:503", "/data/"
+        config = vault_config(tmp_path, f"address: {proxy.url}\nrole: puller")
+        with pytest.raises(ProviderError) as error:
+            answer(config, request(TEAM_A), tmp_path / "cache")
+    assert "failed (VaultDown) the read of secret/registry/team-a/puller" in str(error.value)
+    assert [call.status for call in vault.requests] == [200]  # the login went through
 
 
 def test_node_approle_over_tls_with_a_configured_ca(test_tls: TLSFiles, tmp_path: Path) -> None:

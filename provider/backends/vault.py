@@ -278,17 +278,20 @@ class VaultBackend:
             lookup.warn(f"{lookup.host}: {who.why}; pulling anonymously")
             return Answer(credential=None)
         secrets = [lookup.request.service_account_token]
+        steps: list[str] = []
         import hvac.exceptions
         import requests
 
         try:
-            return self._fetch(lookup, rule, who, secrets)
+            return self._fetch(lookup, rule, who, secrets, steps)
         except hvac.exceptions.VaultError as exc:
-            raise CredentialSourceError(self._refused(lookup, rule, who, exc, secrets)) from None
+            raise CredentialSourceError(self._refused(lookup, rule, who, exc, secrets, steps)) from None
         except requests.exceptions.RequestException as exc:
             kind = type(exc).__name__
+            step = f" to {steps[-1]}" if steps else ""
             raise CredentialSourceError(
-                f"{lookup.host}: Vault at {rule.address} did not answer ({kind}): {_scrub(str(exc), secrets)}"
+                f"{lookup.host}: Vault at {rule.address} did not answer ({kind}){step}: "
+                f"{_scrub(str(exc), secrets)}"
             ) from None
         except OSError as exc:  # requests' word for a caFile it cannot use
             raise CredentialSourceError(
@@ -300,14 +303,23 @@ class VaultBackend:
         import hvac
         import requests
 
+        from provider.wallclock import within
+
         limit = goduration.parse_seconds(rule.timeout)
 
         class DeadlineSession(requests.Session):
-            """Every request's timeout is the rule's, cut to what is left of the lookup's deadline."""
+            """Every request's timeout is the rule's, cut to what is left of the lookup's deadline,
+            for the whole answer: requests' own timeout is per read, so an answer that trickles
+            in a byte at a time would never trip it."""
 
             def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
-                kwargs["timeout"] = lookup.deadline.bound(limit)
-                return super().request(method, url, *args, **kwargs)
+                seconds = lookup.deadline.bound(limit)
+                kwargs["timeout"] = seconds
+                return within(
+                    seconds,
+                    lambda: requests.Session.request(self, method, url, *args, **kwargs),
+                    lambda: requests.exceptions.Timeout(f"no whole answer within {round(seconds, 1):g}s"),
+                )
 
         session = DeadlineSession()
         # hvac takes ``verify`` from a session it is given, so the CA goes on the session.
@@ -315,11 +327,16 @@ class VaultBackend:
         # token="" and an explicit verify: never VAULT_TOKEN, ~/.vault-token or VAULT_CACERT.
         return hvac.Client(url=rule.address, token="", verify=session.verify, session=session)
 
-    def _fetch(self, lookup: Lookup, rule: VaultRule, who: _Who, secrets: list[str]) -> Answer:
+    def _fetch(
+        self, lookup: Lookup, rule: VaultRule, who: _Who, secrets: list[str], steps: list[str]
+    ) -> Answer:
+        """The credential; ``steps`` gets each Vault request's description before it is made."""
         client = self._client(rule, lookup)
+        where = f"{rule.kv_mount}/{who.path}"
         if who.kind == "pod":
             jwt = lookup.request.service_account_token
             mount = rule.auth_mount or rule.auth_method
+            steps.append(f"the login as role {who.role!r} at auth/{mount}")
             if rule.auth_method == "kubernetes":
                 login = client.auth.kubernetes.login(who.role, jwt, mount_point=mount)
             else:
@@ -330,6 +347,7 @@ class VaultBackend:
             role_id = _read_file(rule.node_role_id_file, "role id", lookup.warn)
             secret_id = _read_file(rule.node_secret_id_file, "secret id", lookup.warn)
             secrets += [role_id, secret_id]
+            steps.append(f"the node's AppRole login at auth/{rule.node_auth_mount}")
             login = client.auth.approle.login(role_id, secret_id, mount_point=rule.node_auth_mount)
         else:
             assert rule.node_token_file is not None
@@ -337,6 +355,7 @@ class VaultBackend:
             secrets.append(token)
             client.token = token
             login = None
+            steps.append(f"the read of {where} with the node's token from {rule.node_token_file}")
         token_lease = 0.0
         if login is not None:
             auth = login.get("auth") if isinstance(login, dict) else None
@@ -346,6 +365,8 @@ class VaultBackend:
             token_lease = float(auth.get("lease_duration") or 0)
         import hvac.exceptions
 
+        if login is not None:
+            steps.append(f"the read of {where}")
         try:
             read = client.secrets.kv.v2.read_secret_version(
                 who.path, mount_point=rule.kv_mount, raise_on_deleted_version=True
@@ -385,21 +406,29 @@ class VaultBackend:
         return username, password
 
     @staticmethod
-    def _refused(lookup: Lookup, rule: VaultRule, who: _Who, exc: Exception, secrets: list[str]) -> str:
+    def _refused(
+        lookup: Lookup, rule: VaultRule, who: _Who, exc: Exception, secrets: list[str], steps: list[str]
+    ) -> str:
+        """The error for an HTTP error answer from Vault to the last of ``steps``."""
+        import hvac.exceptions
+
         errors = getattr(exc, "errors", None)
         detail = "; ".join(map(str, errors)) if isinstance(errors, list) else str(errors or "")
         status = type(exc).__name__
-        where = f"{rule.kv_mount}/{who.path}"
-        if who.kind == "pod":
-            step = f"the login as role {who.role!r} or the read of {where}"
-        elif who.role == "approle":
-            step = f"the node's AppRole login or the read of {where}"
-        else:
-            step = (
-                f"the read of {where} with the node's token from {rule.node_token_file} (revoked or expired?)"
-            )
+        step = steps[-1] if steps else f"the read of {rule.kv_mount}/{who.path}"
+        if who.kind == "node" and who.role == "token" and isinstance(exc, hvac.exceptions.Forbidden):
+            step += " (revoked or expired?)"
+        # Vault's own trouble (5xx, 429) is not a refusal of who we are.
+        unwell = (
+            hvac.exceptions.InternalServerError,
+            hvac.exceptions.VaultDown,
+            hvac.exceptions.BadGateway,
+            hvac.exceptions.RateLimitExceeded,
+            hvac.exceptions.UnexpectedError,
+        )
+        verb = "failed" if isinstance(exc, unwell) else "refused"
         return (
-            f"{lookup.host}: Vault at {rule.address} refused ({status}) {step}: "
+            f"{lookup.host}: Vault at {rule.address} {verb} ({status}) {step}: "
             f"{_scrub(detail, secrets) or 'no detail'}"
         )
 

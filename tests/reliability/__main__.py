@@ -4,7 +4,8 @@ Counts: 10,000 stdin cases (2 execs at a time), every config field wrong in ever
 and YAML (over 2,000 documents each), hostile config files, every fault cold and warm, every
 look-alike host under two configs, every cache fault, and the soak (200 execs, 16 at a time, 3
 kubelet restarts, 8 registries: 5 credential helper hosts, ECR, GAR and ACR), and the GAR and
-ACR faults (cold, at the token call, warm). Exit 1 if any part failed or any secret was found."""
+ACR faults (cold, at the token call, warm), the Vault faults (at the login, at the read, warm)
+and ``verify`` against the registry under faults (at the challenge, at the manifest). Exit 1 if any part failed or any secret was found."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from tests.reliability import (
     faults,
     faults_azure,
     faults_google,
+    faults_registry,
+    faults_vault,
     hostile,
     hygiene,
     soak,
@@ -33,7 +36,7 @@ from tests.reliability.common import ROOT, ZIPAPP, Tally
 
 STDIN_CASES = 10_000
 CONFIG_SECONDS_GOAL = 1.0
-FAULT_PARTS = ("fault injection", "gar faults", "acr faults")
+FAULT_PARTS = ("fault injection", "gar faults", "acr faults", "vault faults", "verify faults")
 
 
 def main() -> int:
@@ -51,6 +54,8 @@ def main() -> int:
             ("stdin fuzz", lambda: stdin_fuzz.run(root / "stdin", STDIN_CASES)),
             ("operator secrets", lambda: hygiene.run(root / "hygiene")),
             ("gar faults", lambda: faults_google.run(root / "gar-faults")),
+            ("vault faults", lambda: faults_vault.run(root / "vault-faults")),
+            ("verify faults", lambda: faults_registry.run(root / "verify-faults")),
         ]
         for name, step in steps:
             print(f"running {name} ...", file=sys.stderr, flush=True)
