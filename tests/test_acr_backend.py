@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 from collections.abc import Iterator
@@ -469,3 +470,14 @@ def test_a_refused_entra_token_is_one_line_on_stderr_through_the_zipapp(
     assert line.startswith("registry-credential-provider: error: Entra ID refused a token for ")
     assert "IDENTITY_ENDPOINT" in line  # which endpoint was asked, not IMDS
     assert IDENTITY_HEADER not in line
+
+
+def test_the_sdks_retry_backoff_is_drawn_per_exec_within_its_spread() -> None:
+    """azure-core's backoff has no jitter: the factor itself is drawn, so nodes that fail together
+    retry apart (make reliability sees the pauses differ between execs)."""
+    from provider.azure import entra
+
+    factors = {entra._pipeline(5.0, random.Random(seed))["retry_backoff_factor"] for seed in range(20)}
+    assert len(factors) == 20
+    low, high = (entra.BACKOFF_SECONDS * bound for bound in entra.BACKOFF_SPREAD)
+    assert all(low <= factor <= high for factor in factors)

@@ -9,6 +9,7 @@ lookup stops waiting for when the budget ends (the SDK's IMDS retries for a 410 
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,20 @@ __all__ = ["access_token"]
 MAX_SHOWN = 300
 
 
-def _pipeline(seconds: float) -> dict[str, Any]:
+BACKOFF_SECONDS = 0.2
+# azure-core's backoff (factor * 2**(n-1)) has no jitter of its own, and azure-identity's IMDS
+# client fixes the retry policy's class, so the spread comes from the factor: drawn once per exec,
+# nodes that fail together do not retry together.
+BACKOFF_SPREAD = (0.5, 1.5)
+
+
+def _pipeline(seconds: float, rng: random.Random | None = None) -> dict[str, Any]:
     """azure-core pipeline settings that keep one token request inside ``seconds``."""
     return {
         "connection_timeout": max(0.1, min(2.0, seconds)),
         "read_timeout": max(0.1, seconds),
         "retry_total": 2,
-        "retry_backoff_factor": 0.2,
+        "retry_backoff_factor": BACKOFF_SECONDS * (rng or random).uniform(*BACKOFF_SPREAD),
         "retry_backoff_max": 1.0,
     }
 
