@@ -74,7 +74,9 @@ SPEC_NAME = f"{NAME}.spec"
 # run time, and pkg_resources' runtime hook cost every exec ~75 ms. multiprocessing: nothing on
 # any path uses it (only rsa.parallel and concurrent.futures.process, neither imported), and
 # its presence adds a runtime hook importing multiprocessing and subprocess on every exec.
-EXCLUDED = ("setuptools", "pkg_resources", "_distutils_hack", "multiprocessing")
+# readline: only interactive prompts (pdb, code) use it, and it would bring GNU readline, whose
+# GPL-3.0 we do not ship (and libtinfo with it).
+EXCLUDED = ("setuptools", "pkg_resources", "_distutils_hack", "multiprocessing", "readline")
 # PyInstaller's runtime hooks that would run before the entry on every exec, for features the
 # provider never uses: pkgutil.iter_modules over the PYZ archive (there is none: noarchive),
 # inspect.getsourcefile of frozen modules (nothing reads its own source).

@@ -293,3 +293,11 @@ def test_install_sh_without_python_installs_the_standalone_and_the_kubelet_runs_
     code, out, err = cli("uninstall", "--root", str(root))
     assert code == 0, out + err
     assert dump(root) == before
+
+
+@pytest.mark.parametrize("arch", build_release.ARCHES)
+def test_no_gpl_3_library_is_bundled(standalone: dict[str, Path], arch: str) -> None:
+    """GNU readline (GPL-3.0) came in with CPython's readline module, which nothing here uses."""
+    with tarfile.open(standalone[arch]) as tar:
+        names = [Path(member.name).name for member in tar.getmembers()]
+    assert [n for n in names if n.startswith(("libreadline", "libtinfo", "readline."))] == []
