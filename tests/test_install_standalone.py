@@ -145,4 +145,16 @@ def test_refuses_a_standalone_for_another_cpu(tmp_path: Path) -> None:
     other = "aarch64" if artifacts.node_arch() == "x86_64" else "x86_64"
     code, out, err = install(root, fake_standalone(tmp_path, "0.1.0"), "--arch", other)
     assert code == 1, out + err
-    assert f"this node is {other}" in err
+    assert f"this node is {other}: use the release file ending in -linux-{other}-standalone.tar.gz" in err
+
+
+def test_refuses_a_file_that_is_neither_form(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "kubeadm", python=False)
+    bogus = tmp_path / "registry-credential-provider-0.1.0-linux-x86_64-standalone.tar.gz"
+    bogus.write_bytes(b"garbage\n")
+    before = dump(root)
+    code, out, err = install(root, bogus)
+    assert code == 1, out + err
+    assert err.count("\n") == 1
+    assert "is not a registry-credential-provider release file: neither a zipapp" in err
+    assert dump(root) == before

@@ -95,7 +95,8 @@ def inspect(data: bytes, source: str) -> ArtifactInfo:
         return inspect_standalone(data, source)
     if not data.startswith(b"#!/bin/sh"):
         raise ArtifactError(
-            f"{source} is not a {'registry-credential-provider'} release file (no /bin/sh boot)"
+            f"{source} is not a registry-credential-provider release file: neither a zipapp (a /bin/sh "
+            "boot script) nor a self-contained .tar.gz"
         )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as pex:
@@ -124,9 +125,10 @@ def inspect(data: bytes, source: str) -> ArtifactInfo:
 def check_arch(info: ArtifactInfo, source: str, arch: str) -> None:
     if not info.arches or arch in info.arches:
         return
+    ending = f"-linux-{arch}" + ("-standalone.tar.gz" if info.form == STANDALONE_FORM else "")
     raise ArtifactError(
         f"{source} is built for {', '.join(info.arches)}, this node is {arch}: "
-        f"use the release file ending in -linux-{arch}"
+        f"use the release file ending in {ending}"
     )
 
 
