@@ -20,13 +20,11 @@ import json
 from pathlib import Path
 
 from provider.azure.exchange import ATTEMPTS as EXCHANGE_ATTEMPTS
-from provider.credcache import STALE_CACHE_SECONDS
-from provider.goduration import parse_seconds
 from tests.infra.azure import TENANT, AzureWorld
 from tests.reliability.cache_faults import LIBFAKETIME
-from tests.reliability.common import V1, Exec, Tally, base_env, failure_problem, run_plugin
+from tests.reliability.common import V1, Exec, Tally, base_env, run_plugin
 from tests.reliability.faultproxy import FaultProxy
-from tests.reliability.faults import KUBELET_SECONDS
+from tests.reliability.judging import check_jitter, judge_failure, judge_stale, record_pauses
 
 FAULTS = ("status:500", "status:503", "status:429", "reset", "slow", "hang", "dns")
 REGISTRY_FAULTS = ("reset", "slow", "hang", "dns")
@@ -74,15 +72,7 @@ def _secrets(world: AzureWorld) -> list[bytes]:
 
 
 def _judge_failure(tally: Tally, label: str, result: Exec, world: AzureWorld) -> None:
-    tally.case(label, result.seconds)
-    tally.scan(label, result.stderr, result.stdout)
-    if any(secret in result.stderr for secret in _secrets(world)):
-        tally.fail("secret-leaked", f"{label}: a token on stderr")
-    problem = failure_problem(result)
-    if problem:
-        tally.fail(problem, f"{label}: {result.stderr.decode(errors='replace')}")
-    if result.seconds >= KUBELET_SECONDS:
-        tally.fail("past-the-kubelets-deadline", f"{label}: {result.seconds:.1f}s")
+    judge_failure(tally, label, result, _secrets(world), "a token")
 
 
 def _attempts(tally: Tally, label: str, attempts: int, bound: int) -> None:
@@ -102,8 +92,7 @@ def _imds(tally: Tally, root: Path, world: AzureWorld, fault: str) -> None:
         if fault in RETRIED:
             if len(proxy.faulted) < 2:
                 tally.fail("not-retried", f"{label}: {len(proxy.faulted)} attempt")
-            pauses = [round(b - a, 3) for a, b in zip(proxy.faulted, proxy.faulted[1:], strict=False)]
-            tally.notes.setdefault("acr_retry_pauses", {})[label] = pauses  # type: ignore[index]
+            record_pauses(tally, "acr_retry_pauses", label, proxy.faulted)
 
 
 def _registry(tally: Tally, root: Path, world: AzureWorld, fault: str) -> None:
@@ -151,19 +140,7 @@ def _warm(tally: Tally, root: Path, world: AzureWorld, fault: str) -> None:
         imds = "http://metadata.unresolvable.invalid" if fault == "dns" else proxy.url
         label = f"acr {fault} warm due"
         stale = _exec(case_root, world, world.login_server, imds, later=DUE_SECONDS)
-        tally.case(label, stale.seconds)
-        tally.scan(label, stale.stderr)
-        stderr = stale.stderr.decode(errors="replace")
-        if stale.code != 0 or password not in stale.stdout:
-            tally.fail("stale-not-served", f"{label}: {stderr}")
-        else:
-            duration = json.loads(stale.stdout).get("cacheDuration", "")
-            if parse_seconds(duration) > STALE_CACHE_SECONDS:
-                tally.fail("stale-cache-duration-too-long", f"{label}: cacheDuration {duration!r}")
-            if "answering with the cached credential" not in stderr or len(stderr.splitlines()) != 1:
-                tally.fail("stale-without-one-warning", f"{label}: {stderr}")
-        if password in stale.stderr:
-            tally.fail("secret-leaked", f"{label}: the refresh token on stderr")
+        judge_stale(tally, label, stale, password, [password], "the refresh token")
         expired = _exec(case_root, world, world.login_server, imds, later=EXPIRED_SECONDS)
         _judge_failure(tally, f"acr {fault} warm expired", expired, world)
 
@@ -184,8 +161,5 @@ def run(
         _registry(tally, root, world, fault)
     for status in statuses:
         _exchange(tally, root, world, status)
-    pauses = tally.notes.get("acr_retry_pauses", {})
-    assert isinstance(pauses, dict)
-    if len(pauses) > 1 and len({tuple(p) for p in pauses.values()}) < len(pauses):
-        tally.fail("retries-not-jittered", f"the same pauses twice: {pauses}")
+    check_jitter(tally, "acr_retry_pauses")
     return tally

@@ -19,14 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from provider.credcache import STALE_CACHE_SECONDS
-from provider.goduration import parse_seconds
 from provider.google.sdk import ATTEMPTS
 from tests.infra.google import GoogleFake
 from tests.reliability.cache_faults import LIBFAKETIME
-from tests.reliability.common import V1, Exec, Tally, base_env, failure_problem, run_plugin
+from tests.reliability.common import V1, Exec, Tally, base_env, run_plugin
 from tests.reliability.faultproxy import FaultProxy
-from tests.reliability.faults import KUBELET_SECONDS
+from tests.reliability.judging import check_jitter, judge_failure, judge_stale, record_pauses
 
 IMAGE = "europe-docker.pkg.dev/my-project/repo/app"
 FAULTS = ("status:500", "status:503", "status:429", "reset", "slow", "hang", "dns")
@@ -63,18 +61,6 @@ def _exec(root: Path, host: str, *, later: int = 0) -> Exec:
     return run_plugin(["--config", str(_config(root))], REQUEST, env)
 
 
-def _judge_failure(tally: Tally, label: str, result: Exec, google: GoogleFake) -> None:
-    tally.case(label, result.seconds)
-    tally.scan(label, result.stderr, result.stdout)
-    if google.node_token.encode() in result.stderr:
-        tally.fail("secret-leaked", f"{label}: the token on stderr")
-    problem = failure_problem(result)
-    if problem:
-        tally.fail(problem, f"{label}: {result.stderr.decode(errors='replace')}")
-    if result.seconds >= KUBELET_SECONDS:
-        tally.fail("past-the-kubelets-deadline", f"{label}: {result.seconds:.1f}s")
-
-
 def _attempts(tally: Tally, label: str, proxy: FaultProxy, fault: str, retried: bool) -> None:
     attempts = len(proxy.faulted)
     tally.notes.setdefault("gar_attempts", {})[label] = attempts  # type: ignore[index]
@@ -83,8 +69,7 @@ def _attempts(tally: Tally, label: str, proxy: FaultProxy, fault: str, retried: 
     if retried and fault in RETRIED:
         if attempts < 2:
             tally.fail("not-retried", f"{label}: {attempts} attempt")
-        pauses = [round(b - a, 3) for a, b in zip(proxy.faulted, proxy.faulted[1:], strict=False)]
-        tally.notes.setdefault("gar_retry_pauses", {})[label] = pauses  # type: ignore[index]
+        record_pauses(tally, "gar_retry_pauses", label, proxy.faulted)
 
 
 def _cold(tally: Tally, root: Path, google: GoogleFake, fault: str, stage: str) -> None:
@@ -93,7 +78,8 @@ def _cold(tally: Tally, root: Path, google: GoogleFake, fault: str, stage: str) 
         proxy.only = "/token" if stage == "token" else None
         host = "metadata.unresolvable.invalid" if fault == "dns" else f"127.0.0.1:{proxy.port}"
         label = f"gar {fault}" if stage == "probe" else f"gar {fault} {stage}"
-        _judge_failure(tally, label, _exec(root / f"{fault.replace(':', '-')}-{stage}", host), google)
+        result = _exec(root / f"{fault.replace(':', '-')}-{stage}", host)
+        judge_failure(tally, label, result, [google.node_token.encode()], "the token")
         _attempts(tally, label, proxy, fault, retried=stage == "token")
 
 
@@ -117,23 +103,11 @@ def _warm(tally: Tally, root: Path, google: GoogleFake, fault: str) -> None:
         faulted_host = "metadata.unresolvable.invalid" if fault == "dns" else host
         stale = _exec(case_root, faulted_host, later=DUE_SECONDS)
         label = f"gar {fault} warm due"
-        tally.case(label, stale.seconds)
-        tally.scan(label, stale.stderr)
         _attempts(tally, label, proxy, fault, retried=False)
-        stderr = stale.stderr.decode(errors="replace")
-        if stale.code != 0 or google.node_token.encode() not in stale.stdout:
-            tally.fail("stale-not-served", f"{label}: {stderr}")
-        else:
-            duration = json.loads(stale.stdout).get("cacheDuration", "")
-            if parse_seconds(duration) > STALE_CACHE_SECONDS:
-                tally.fail("stale-cache-duration-too-long", f"{label}: cacheDuration {duration!r}")
-            if "answering with the cached credential" not in stderr or len(stderr.splitlines()) != 1:
-                tally.fail("stale-without-one-warning", f"{label}: {stderr}")
-        if google.node_token.encode() in stale.stderr:
-            tally.fail("secret-leaked", f"{label}: the token on stderr")
-        _judge_failure(
-            tally, f"gar {fault} warm expired", _exec(case_root, faulted_host, later=EXPIRED_SECONDS), google
-        )
+        token = google.node_token.encode()
+        judge_stale(tally, label, stale, token, [token], "the token")
+        expired = _exec(case_root, faulted_host, later=EXPIRED_SECONDS)
+        judge_failure(tally, f"gar {fault} warm expired", expired, [token], "the token")
 
 
 def run(root: Path, faults: tuple[str, ...] = FAULTS, stages: tuple[str, ...] = STAGES) -> Tally:
@@ -146,8 +120,5 @@ def run(root: Path, faults: tuple[str, ...] = FAULTS, stages: tuple[str, ...] = 
                     _warm(tally, root, google, fault)
                 else:
                     _cold(tally, root, google, fault, stage)
-    pauses = tally.notes.get("gar_retry_pauses", {})
-    assert isinstance(pauses, dict)
-    if len(pauses) > 1 and len({tuple(p) for p in pauses.values()}) < len(pauses):
-        tally.fail("retries-not-jittered", f"the same pauses twice: {pauses}")
+    check_jitter(tally, "gar_retry_pauses")
     return tally

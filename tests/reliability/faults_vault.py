@@ -25,13 +25,11 @@ import base64
 import json
 from pathlib import Path
 
-from provider.credcache import STALE_CACHE_SECONDS
-from provider.goduration import parse_seconds
 from tests.infra.vault import VaultFake, VaultRole
 from tests.reliability.cache_faults import LIBFAKETIME
 from tests.reliability.common import V1, Exec, Tally, base_env, failure_problem, run_plugin
 from tests.reliability.faultproxy import FaultProxy
-from tests.reliability.faults import KUBELET_SECONDS
+from tests.reliability.judging import judge_failure, judge_stale
 
 HOST = "vault-registry.example"
 IMAGE = f"{HOST}/team/app"
@@ -115,17 +113,9 @@ def _secrets(vault: VaultFake) -> list[bytes]:
 
 
 def _judge_failure(tally: Tally, label: str, result: Exec, vault: VaultFake) -> None:
-    tally.case(label, result.seconds)
-    tally.scan(label, result.stderr, result.stdout)
-    if any(secret in result.stderr for secret in _secrets(vault)):
-        tally.fail("secret-leaked", f"{label}: a token or the password on stderr")
-    problem = failure_problem(result)
-    if problem:
-        tally.fail(problem, f"{label}: {result.stderr.decode(errors='replace')}")
-    elif b"Vault" not in result.stderr:
+    judge_failure(tally, label, result, _secrets(vault), "a token or the password")
+    if not failure_problem(result) and b"Vault" not in result.stderr:
         tally.fail("error-does-not-name-vault", f"{label}: {result.stderr.decode(errors='replace')}")
-    if result.seconds >= KUBELET_SECONDS:
-        tally.fail("past-the-kubelets-deadline", f"{label}: {result.seconds:.1f}s")
 
 
 def _attempts(tally: Tally, label: str, proxy: FaultProxy, fault: str) -> None:
@@ -166,20 +156,8 @@ def _warm(tally: Tally, root: Path, vault: VaultFake, fault: str) -> None:
         proxy.mode, proxy.only = fault if fault != "dns" else "pass", ONLY["login"]
         label = f"vault {fault} warm due"
         stale = _exec(case_root, proxy.port, dns=fault == "dns", later=DUE_SECONDS)
-        tally.case(label, stale.seconds)
-        tally.scan(label, stale.stderr)
         _attempts(tally, label, proxy, fault)
-        stderr = stale.stderr.decode(errors="replace")
-        if stale.code != 0 or PASSWORD.encode() not in stale.stdout:
-            tally.fail("stale-not-served", f"{label}: {stderr}")
-        else:
-            duration = json.loads(stale.stdout).get("cacheDuration", "")
-            if parse_seconds(duration) > STALE_CACHE_SECONDS:
-                tally.fail("stale-cache-duration-too-long", f"{label}: cacheDuration {duration!r}")
-            if "answering with the cached credential" not in stderr or len(stderr.splitlines()) != 1:
-                tally.fail("stale-without-one-warning", f"{label}: {stderr}")
-        if any(secret in stale.stderr for secret in _secrets(vault)):
-            tally.fail("secret-leaked", f"{label}: a token or the password on stderr")
+        judge_stale(tally, label, stale, PASSWORD.encode(), _secrets(vault), "a token or the password")
         expired = _exec(case_root, proxy.port, dns=fault == "dns", later=EXPIRED_SECONDS)
         _judge_failure(tally, f"vault {fault} warm expired", expired, vault)
 
