@@ -45,19 +45,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_release import ARCHES, NAME, SUMS, project_version
+import build_release
+from build_release import ARCHES, SUMS, project_version
+
+from provider.releasenames import NAME  # importable: build_release put the repository on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINT = ROOT / "packaging" / "image" / "stage.sh"
 BUSYBOX_CACHE = ROOT / "build" / "busybox"
 
-# The release files every image carries, and those of its own CPU ({version}, {arch} filled in):
+# The release files every image carries, and those of its own CPU (named for a version and CPU):
 # both release forms, so install.sh picks the zipapp or the self-contained form per node.
 COMMON_FILES = ("install.sh", "PACKAGES.txt", SUMS)
-ARCH_FILES = (
-    "registry-credential-provider-{version}-linux-{arch}",
-    "registry-credential-provider-{version}-linux-{arch}-standalone.tar.gz",
-)
+ARCH_FILES = (build_release.artifact_name, build_release.standalone_artifact_name)
 
 # The busybox applets stage.sh and install.sh call, linked in /bin (and handy in `kubectl debug`).
 APPLETS = (
@@ -225,7 +225,7 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def release_files(release_dir: Path, version: str, arch: str) -> list[Path]:
     """The release files the ``arch`` image carries; a missing one is an error."""
-    names = [*COMMON_FILES, *(f.format(version=version, arch=arch) for f in ARCH_FILES)]
+    names = [*COMMON_FILES, *(name(version, arch) for name in ARCH_FILES)]
     missing = [n for n in names if not (release_dir / n).is_file()]
     if missing:
         raise SystemExit(f"{release_dir} has no {', '.join(missing)}: run 'make dist' first")

@@ -43,8 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_zipapp import LOCK, pex_command  # the one pex invocation, shared with `make zipapp`
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The release file names the installer and install.sh look for, defined once for both.
+from provider.releasenames import NAME, standalone_name, zipapp_name  # noqa: E402
+
 PLATFORMS_DIR = ROOT / "packaging" / "platforms"
-NAME = "registry-credential-provider"
 ARCHES = ("x86_64", "aarch64")
 BOTOCORE_SERVICES = ("ecr", "ecr-public", "sts")
 MANYLINUX_FLOOR = (2, 17)
@@ -74,14 +77,8 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def artifact_name(version: str, arch: str) -> str:
-    """The release file for ``arch`` (the installer renames it to the provider's name)."""
-    return f"{NAME}-{version}-linux-{arch}"
-
-
-def standalone_artifact_name(version: str, arch: str) -> str:
-    """The self-contained release file for ``arch`` (``provider/releasenames.py``'s name)."""
-    return f"{artifact_name(version, arch)}-standalone.tar.gz"
+artifact_name = zipapp_name
+standalone_artifact_name = standalone_name
 
 
 def cp39_resolve(lock: Path = LOCK) -> list[tuple[str, str]]:

@@ -134,27 +134,25 @@ def test_aarch64_zipapp_answers_the_goldens_on_arm64_bullseye_python(
     assert _answers_in_chroot(root, f"/opt/{NAME}", tmp_path)
 
 
-def test_standalone_ends_a_helpers_descendant_in_its_own_session(
-    standalone: dict[str, Path], tmp_path: Path
-) -> None:
-    """ctypes works in the bundle though PyInstaller's bootstrap no longer imports it
-    (build_standalone.CTYPES_HOOK): the credential helper's call makes the process the subreaper
-    of its descendants through ctypes, so a descendant that left the helper's session is found
-    and ended; without ctypes it would outlive the call (or the call would fail)."""
+HELPER_REPLY = '{"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"}'
+
+
+def answer_through_a_helper(
+    standalone: dict[str, Path], tmp_path: Path, helper_body: str, environ: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """This CPU's self-contained form, unpacked, answering for registry.example.com from a
+    docker credential helper whose shell script ends with ``helper_body`` (which must print the
+    reply), under the kubelet's environment plus ``environ``."""
     arch = build_standalone.host_arch()
     with tarfile.open(standalone[arch]) as tar:
         tar.extractall(tmp_path / "opt")  # noqa: S202 - our own archive
     executable = tmp_path / "opt" / standalone_dir(__version__, arch) / NAME
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-daemon"
-    reply = '{"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"}'
-    helper.write_text(
-        f"#!/bin/sh\ncat >/dev/null\nsetsid sh -c 'echo $$ > {tmp_path}/session; exec sleep 30' &\n"
-        f"while [ ! -s {tmp_path}/session ]; do sleep 0.01; done\necho '{reply}'\n"
-    )
+    helper = bin_dir / "docker-credential-probe"
+    helper.write_text(f"#!/bin/sh\ncat >/dev/null\n{helper_body}")
     helper.chmod(0o755)
-    (tmp_path / "auth.json").write_text('{"credsStore": "daemon"}')
+    (tmp_path / "auth.json").write_text('{"credsStore": "probe"}')
     config = tmp_path / "config.yaml"
     config.write_text(
         "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
@@ -163,12 +161,31 @@ def test_standalone_ends_a_helpers_descendant_in_its_own_session(
     request = {"kind": "CredentialProviderRequest", "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
                "image": "registry.example.com/app"}  # fmt: skip
     env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "cache"), "PATH": f"{bin_dir}:/usr/bin:/bin"})
+    env.pop("LD_LIBRARY_PATH", None)
+    env.update(environ)
     result = subprocess.run(
         [str(executable), "get-credentials", "--config", str(config)],
         input=json.dumps(request).encode(), capture_output=True, env=env, check=False, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["auth"]["registry.example.com"]["username"] == "u"
+    return result
+
+
+def test_standalone_ends_a_helpers_descendant_in_its_own_session(
+    standalone: dict[str, Path], tmp_path: Path
+) -> None:
+    """ctypes works in the bundle though PyInstaller's bootstrap no longer imports it
+    (build_standalone.CTYPES_HOOK): the credential helper's call makes the process the subreaper
+    of its descendants through ctypes, so a descendant that left the helper's session is found
+    and ended; without ctypes it would outlive the call (or the call would fail)."""
+    answer_through_a_helper(
+        standalone,
+        tmp_path,
+        f"setsid sh -c 'echo $$ > {tmp_path}/session; exec sleep 30' &\n"
+        f"while [ ! -s {tmp_path}/session ]; do sleep 0.01; done\necho '{HELPER_REPLY}'\n",
+        {},
+    )
     leader = read_pid(tmp_path / "session")
     assert wait_gone(leader), f"the helper's descendant {leader} outlived the call"
 
@@ -180,33 +197,10 @@ def test_a_credential_helper_gets_the_nodes_environment_not_the_bundles(
     """PyInstaller's bootloader points LD_LIBRARY_PATH into the bundle and sets _PYI_* for itself;
     a helper inheriting them loaded the bundle's old libz, libssl, libpython instead of its own
     (frozenenv.restore gives it the environment the kubelet started us with)."""
-    arch = build_standalone.host_arch()
-    with tarfile.open(standalone[arch]) as tar:
-        tar.extractall(tmp_path / "opt")  # noqa: S202 - our own archive
-    executable = tmp_path / "opt" / standalone_dir(__version__, arch) / NAME
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helper = bin_dir / "docker-credential-envdump"
-    reply = '{"ServerURL": "registry.example.com", "Username": "u", "Secret": "s"}'
-    helper.write_text(f"#!/bin/sh\ncat >/dev/null\nenv > {tmp_path}/helper.env\necho '{reply}'\n")
-    helper.chmod(0o755)
-    (tmp_path / "auth.json").write_text('{"credsStore": "envdump"}')
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "apiVersion: registry-credential-provider/v1alpha1\nkind: ProviderConfig\n"
-        f"rules:\n  - backend: dockerconfig\n    files: [{tmp_path / 'auth.json'}]\n"
+    given = {} if node_library_path is None else {"LD_LIBRARY_PATH": node_library_path}
+    answer_through_a_helper(
+        standalone, tmp_path, f"env > {tmp_path}/helper.env\necho '{HELPER_REPLY}'\n", given
     )
-    request = {"kind": "CredentialProviderRequest", "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
-               "image": "registry.example.com/app"}  # fmt: skip
-    env = kubelet_environ({CACHE_DIR_ENV: str(tmp_path / "cache"), "PATH": f"{bin_dir}:/usr/bin:/bin"})
-    env.pop("LD_LIBRARY_PATH", None)
-    if node_library_path is not None:
-        env["LD_LIBRARY_PATH"] = node_library_path
-    result = subprocess.run(
-        [str(executable), "get-credentials", "--config", str(config)],
-        input=json.dumps(request).encode(), capture_output=True, env=env, check=False, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()
     seen = dict(
         line.split("=", 1) for line in (tmp_path / "helper.env").read_text().splitlines() if "=" in line
     )
